@@ -1,0 +1,32 @@
+// The conversion header a backend sends:
+//   X-Referral-Conversion: subscribe; user=42; amount=999; currency=usd; order=in_1
+// action   [a-z0-9_]{1,32}
+// user     required, 1..128 printable ASCII without space, ';' or '='
+// amount   optional integer in minor units (optional '-', at most 18 digits)
+// currency optional, 3 ASCII letters
+// order    optional, 1..128 printable ASCII without space, ';' or '='
+// Keys are lowercase, each at most once; anything else makes the header
+// malformed. Spaces and tabs around ';' and the action are ignored.
+#pragma once
+#include <string_view>
+
+namespace referral {
+
+constexpr std::size_t kActionMaxLen = 32;
+constexpr std::size_t kUserMaxLen = 128;
+constexpr std::size_t kOrderMaxLen = 128;
+constexpr std::size_t kAmountMaxDigits = 18;
+
+struct Conversion {
+    std::string_view action;
+    std::string_view user;
+    std::string_view amount;    // empty when absent
+    std::string_view currency;  // empty when absent
+    std::string_view order;     // empty when absent
+};
+
+// On success fills `out` with views into `header` and returns nullptr; on
+// failure returns a short static reason ("missing user", ...).
+const char* parse_conversion(std::string_view header, Conversion* out) noexcept;
+
+}  // namespace referral

@@ -1,0 +1,24 @@
+// Identifiers from OpenSSL's CSPRNG: event ids, visitor ids, user codes.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace referral {
+
+constexpr std::size_t kIdLen = 32;  // 16 random bytes as lowercase hex
+
+// Writes 32 lowercase hex characters (no terminator). False only when the
+// CSPRNG fails, in which case nothing usable was written.
+bool random_id(char out[kIdLen]) noexcept;
+
+// True for exactly 32 lowercase hex characters.
+bool is_id(std::string_view s) noexcept;
+
+// `len` characters of [A-Za-z0-9], uniformly drawn (rejection sampling).
+// Throws std::runtime_error when the CSPRNG fails.
+std::string random_code(std::size_t len);
+
+void hex_lower(const unsigned char* in, std::size_t n, char* out) noexcept;
+
+}  // namespace referral

@@ -1,0 +1,330 @@
+"""Real servers on 127.0.0.1 for the integration tests: redis-server, a
+throwaway PostgreSQL cluster, and Debian's nginx with the built module.
+Nothing is mocked; every server is started here and stopped by the test."""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+SOURCE_DIR = os.environ.get(
+    "REFERRAL_SOURCE_DIR",
+    os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BUILD_DIR = os.environ.get("REFERRAL_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+MODULE = os.path.join(BUILD_DIR, "ngx_http_referral_module.so")
+WORKER = os.path.join(BUILD_DIR, "referral-worker")
+CTL = os.path.join(BUILD_DIR, "referralctl")
+NGINX = "/usr/sbin/nginx"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, host="127.0.0.1"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+def world_dir(prefix):
+    """A temporary directory every user can enter: nginx workers run as
+    nobody, PostgreSQL as postgres."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o777)
+    return d
+
+
+# ---------------------------------------------------------------- Redis
+
+class RedisError(Exception):
+    pass
+
+
+class RedisClient:
+    """Minimal RESP2 client: enough for the tests to read what arrived."""
+
+    def __init__(self, port=None, unix=None, password=None, timeout=10.0):
+        if unix:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(unix)
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        if password:
+            self.cmd("AUTH", password)
+
+    def close(self):
+        self.sock.close()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode("utf-8", "replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise RedisError(f"unexpected reply {line!r}")
+
+    def cmd(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+        return self._reply()
+
+    def pipeline(self, commands):
+        """Send many commands at once, read every reply (errors returned, not raised)."""
+        out = []
+        for args in commands:
+            out.append(b"*%d\r\n" % len(args))
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(self._reply())
+            except RedisError as e:
+                replies.append(e)
+        return replies
+
+    def stream(self, key):
+        """Every entry of a stream as (entry_id, {field: value})."""
+        entries = self.cmd("XRANGE", key, "-", "+") or []
+        return [(eid, dict(zip(kv[0::2], kv[1::2]))) for eid, kv in entries]
+
+
+class RedisServer:
+    def __init__(self, password=None, unix=False, port=None):
+        self.dir = world_dir("referral-redis-")
+        self.port = port or free_port()
+        self.password = password
+        self.unix = os.path.join(self.dir, "redis.sock") if unix else None
+        self.proc = None
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.unix:
+            args += ["--unixsocket", self.unix, "--unixsocketperm", "777"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def client(self):
+        return RedisClient(self.port, password=self.password)
+
+    @property
+    def url(self):
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
+
+
+# ------------------------------------------------------------ PostgreSQL
+
+def _pg_bin(name):
+    base = "/usr/lib/postgresql"
+    for v in sorted(os.listdir(base), reverse=True):
+        p = os.path.join(base, v, "bin", name)
+        if os.path.exists(p):
+            return p
+    raise FileNotFoundError(name)
+
+
+class Postgres:
+    """A throwaway cluster on a free port. initdb refuses to run as root, so
+    the cluster belongs to the postgres user when the tests run as root."""
+
+    def __init__(self):
+        self.dir = world_dir("referral-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+    def _run(self, args, **kw):
+        if os.geteuid() == 0:
+            args = ["runuser", "-u", "postgres", "--"] + args
+        return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+    def start(self):
+        self._run([_pg_bin("initdb"), "-D", self.data, "-A", "trust", "-U", self.user,
+                   "--no-sync", "-E", "UTF8"])
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        self._run([_pg_bin("pg_ctl"), "-D", self.data, "-o", opts, "-w", "-l",
+                   os.path.join(self.dir, "pg.log"), "start"])
+        self._run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                   "-U", self.user, "referral"])
+        return self
+
+    @property
+    def url(self):
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/referral"
+
+    def query(self, sql):
+        """Rows as lists of strings (psql unaligned output)."""
+        out = subprocess.run(["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+                              self.url, "-c", sql],
+                             check=True, capture_output=True, text=True).stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def close(self):
+        try:
+            self._run([_pg_bin("pg_ctl"), "-D", self.data, "-m", "immediate", "stop"])
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------- nginx
+
+KEY = b"k" * 40
+
+
+class Nginx:
+    """Debian's /usr/sbin/nginx with the built module, on a free port.
+    `http` is the body of the http{} block; {port}, {dir} and {module} are
+    filled in. Fails a test on any [alert], [emerg] or sanitizer line."""
+
+    def __init__(self, http, workers=1, main=""):
+        self.dir = world_dir("referral-nginx-")
+        self.port = free_port()
+        for sub in ("logs", "spool", "keys"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+            os.chmod(os.path.join(self.dir, sub), 0o777)
+        self.key(KEY, "key1")
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        self.error_log = os.path.join(self.dir, "logs", "error.log")
+        self.write(http, workers, main)
+        self.proc = None
+
+    def key(self, data, name):
+        path = os.path.join(self.dir, "keys", name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def write(self, http, workers=1, main=""):
+        text = f"""
+load_module {MODULE};
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {self.dir}/nginx.pid;
+error_log {self.error_log} info;
+{main}
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.dir}/body;
+    proxy_temp_path {self.dir}/proxy;
+    fastcgi_temp_path {self.dir}/fastcgi;
+    uwsgi_temp_path {self.dir}/uwsgi;
+    scgi_temp_path {self.dir}/scgi;
+{http}
+}}
+"""
+        text = text.replace("{port}", str(self.port)).replace("{dir}", self.dir)
+        with open(self.conf, "w") as f:
+            f.write(text)
+
+    def test_config(self):
+        """`nginx -t`: (exit status, output)."""
+        p = subprocess.run([NGINX, "-t", "-p", self.dir, "-c", self.conf, "-e", self.error_log],
+                           capture_output=True, text=True)
+        return p.returncode, p.stdout + p.stderr
+
+    def start(self):
+        self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", self.conf, "-e", self.error_log],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("nginx did not start:\n" + self.log())
+        return self
+
+    def log(self):
+        try:
+            with open(self.error_log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, name):
+        subprocess.run([NGINX, "-p", self.dir, "-c", self.conf, "-e", self.error_log, "-s", name],
+                       check=True, capture_output=True)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def assert_clean_log(self):
+        bad = [l for l in self.log().splitlines()
+               if "[alert]" in l or "[emerg]" in l or "[crit]" in l
+               or "AddressSanitizer" in l or "runtime error" in l]
+        assert not bad, "error.log has:\n" + "\n".join(bad)
