@@ -15,6 +15,7 @@ namespace {
 constexpr std::size_t kMacBytes = 16;
 constexpr std::size_t kMacChars = 22;  // base64url(16 bytes), no padding
 constexpr std::size_t kMaxTsDigits = 15;
+constexpr std::int64_t kMaxTs = 999999999999999;  // kMaxTsDigits nines
 // A cookie dated this far in the future was not made by us (clock skew
 // between workers is far below it).
 constexpr std::int64_t kFutureSkewMs = 5 * 60 * 1000;
@@ -42,7 +43,14 @@ void base64url(const unsigned char* in, std::size_t n, char* out) noexcept {
     }
 }
 
+// Keys shorter than the SPEC's minimum (in particular empty ones) are never
+// used: a cookie "signed" with an empty key is trivially forgeable.
+bool usable(const Key& key) noexcept {
+    return key.data != nullptr && key.len >= kMinKeyLen;
+}
+
 bool mac(const Key& key, std::string_view msg, char out[kMacChars]) noexcept {
+    if (!usable(key)) return false;
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     if (HMAC(EVP_sha256(), key.data, static_cast<int>(key.len),
@@ -84,8 +92,10 @@ const char* to_string(CookieStatus s) noexcept {
 std::size_t sign_cookie(std::string_view code, std::string_view visitor,
                         std::int64_t first_ts_ms, const Key& key, char* out,
                         std::size_t cap) noexcept {
+    // A time of more than kMaxTsDigits digits would give a cookie that
+    // verify_cookie refuses as malformed: refuse it here instead.
     if (!is_valid_code(code) || !is_id(visitor) || first_ts_ms < 0 ||
-        key.len == 0) {
+        first_ts_ms > kMaxTs || !usable(key)) {
         return 0;
     }
     char ts[24];
@@ -126,7 +136,16 @@ CookieStatus verify_cookie(std::string_view value, const Key* keys,
     }
     std::size_t dot = value.find('.');
     if (dot == std::string_view::npos) return CookieStatus::malformed;
-    if (value.substr(0, dot) != "1") return CookieStatus::bad_version;
+    std::string_view version = value.substr(0, dot);
+    if (version != "1") {
+        // Only something shaped like a version is an unknown version;
+        // anything else is garbage.
+        if (version.empty() || version.size() > 3) return CookieStatus::malformed;
+        for (char c : version) {
+            if (c < '0' || c > '9') return CookieStatus::malformed;
+        }
+        return CookieStatus::bad_version;
+    }
 
     // Split the rest into exactly four fields.
     std::string_view fields[4];
@@ -158,7 +177,9 @@ CookieStatus verify_cookie(std::string_view value, const Key* keys,
         }
     }
     if (!verified) return CookieStatus::bad_mac;
-    if (ts > now_ms + kFutureSkewMs || now_ms - ts >= window_ms) {
+    // 0 <= ts <= kMaxTs, so neither expression can overflow whatever the
+    // caller's clock says (now_ms + kFutureSkewMs could).
+    if (now_ms < ts - kFutureSkewMs || now_ms - ts >= window_ms) {
         return CookieStatus::expired;
     }
     if (out != nullptr) {
