@@ -328,3 +328,209 @@ http {{
                if "[alert]" in l or "[emerg]" in l or "[crit]" in l
                or "AddressSanitizer" in l or "runtime error" in l]
         assert not bad, "error.log has:\n" + "\n".join(bad)
+
+
+# ---- module helpers
+# Used by tests/integration/test_module_*.py: a raw HTTP/1.1 client (so a
+# test can send odd headers, several Cookie lines, CR/LF in a URI), the
+# attribution cookie as a client sees it, the module's variables as echoed
+# by `return 200 ECHO`, events in the stream, and referral_status.
+
+import http.client as _http_client
+import json as _json
+import re as _re
+import ssl as _ssl
+
+STREAM = "referral:events"
+HEX32 = _re.compile(r"^[0-9a-f]{32}$")
+CLICK_FIELDS = {"v", "id", "type", "ts", "code", "visitor", "first_ts", "ip",
+                "ua", "url", "referer", "host"}
+CONVERSION_FIELDS = CLICK_FIELDS | {"action", "user", "amount", "currency", "order"}
+# A location body that shows the three variables; parse it with echoed().
+ECHO = 'return 200 "status=$referral_status code=$referral_code visitor=$referral_visitor\\n";'
+
+
+class Response:
+    def __init__(self, status, headers, body, elapsed):
+        self.status = status
+        self.headers = headers            # [(name, value)], in order, repeats kept
+        self.body = body
+        self.elapsed = elapsed
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header(self, name):
+        values = self.all(name)
+        return values[0] if values else None
+
+    def cookie(self, name="referral"):
+        """The Set-Cookie for `name` as a SetCookie, or None; fails on two."""
+        found = [c for c in map(SetCookie, self.all("Set-Cookie")) if c.name == name]
+        assert len(found) <= 1, f"several Set-Cookie for {name}: {self.all('Set-Cookie')}"
+        return found[0] if found else None
+
+    def __repr__(self):
+        return f"<{self.status} {self.headers} {self.body!r}>"
+
+
+class SetCookie:
+    def __init__(self, raw):
+        self.raw = raw
+        parts = [p.strip() for p in raw.split(";")]
+        self.name, _, self.value = parts[0].partition("=")
+        self.attrs = parts[1:]            # e.g. ["Max-Age=2592000", "Path=/", "HttpOnly"]
+
+    def attr(self, name):
+        """Value of `Name=value` (None when absent), True for a present flag."""
+        for a in self.attrs:
+            k, eq, v = a.partition("=")
+            if k.lower() == name.lower():
+                return v if eq else True
+        return None
+
+    def names(self):
+        return [a.partition("=")[0].lower() for a in self.attrs]
+
+
+def http_request(port, target="/", headers=(), method="GET", host="localhost",
+                 body=None, tls=False, timeout=10.0):
+    """One request on a fresh connection. `headers` is a list of (name, value)
+    sent verbatim (latin-1), so repeats and odd bytes are possible."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if body is not None:
+        data += body if isinstance(body, bytes) else body.encode()
+    start = time.time()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        if tls:
+            ctx = _ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = _ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname="localhost")
+        sock.sendall(data)
+        resp = _http_client.HTTPResponse(sock, method=method)
+        resp.begin()
+        payload = resp.read()
+        return Response(resp.status, resp.getheaders(),
+                        payload.decode("utf-8", "replace"), time.time() - start)
+    finally:
+        sock.close()
+
+
+def echoed(resp):
+    """{'status':…, 'code':…, 'visitor':…} from a body made by ECHO."""
+    out = {}
+    for part in resp.body.split():
+        k, _, v = part.partition("=")
+        out[k] = v
+    for k in ("status", "code", "visitor"):
+        out.setdefault(k, "")
+    return out
+
+
+def referral_status(port, path="/status"):
+    r = http_request(port, path)
+    assert r.status == 200, r
+    return _json.loads(r.body)
+
+
+def wait_events(client, count, key=STREAM, timeout=10.0, settle=0.3):
+    """Poll the stream until it holds at least `count` entries, wait `settle`
+    seconds more for strays, and return every entry's fields (in order)."""
+    deadline = time.time() + timeout
+    n = 0
+    while time.time() < deadline:
+        n = client.cmd("XLEN", key)
+        if n >= count:
+            break
+        time.sleep(0.05)
+    if settle:
+        time.sleep(settle)
+    return [fields for _, fields in client.stream(key)]
+
+
+def wait_until(predicate, timeout=10.0, step=0.05):
+    """Poll predicate() until it returns something true; return that value
+    (or the last false one on timeout)."""
+    deadline = time.time() + timeout
+    value = predicate()
+    while not value and time.time() < deadline:
+        time.sleep(step)
+        value = predicate()
+    return value
+
+
+def new_log(nginx, since):
+    """error.log text written after byte offset `since`."""
+    return nginx.log()[since:]
+
+
+def self_signed_cert(directory):
+    """A throwaway certificate for https tests: (cert path, key path)."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "cert.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-subj", "/CN=localhost", "-days", "2", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def module_http(redis, server="", http="", backend="", root=True):
+    """The http{} body most module tests use: Redis at `redis` (the text after
+    `referral_redis`), the first key, a server on {port} with `location /`
+    (referral on, ECHO) unless root=False, `/status`, the `server` text, and,
+    when `backend` is given, a second server on {backend} holding it."""
+    root_location = f"        location / {{ referral on; {ECHO} }}\n" if root else ""
+    text = f"""
+    referral_redis {redis};
+    referral_secret {{dir}}/keys/key1;
+{http}
+    server {{
+        listen 127.0.0.1:{{port}};
+        location = /status {{ referral_status; }}
+{root_location}{server}
+    }}
+"""
+    if backend:
+        text += f"""
+    server {{
+        listen 127.0.0.1:{{backend}};
+{backend}
+    }}
+"""
+    return text
+
+
+def worker_pids(nginx):
+    """Pids of the nginx master's children (its workers)."""
+    master = nginx.proc.pid
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == master and fields[0] != "Z":
+            pids.add(int(entry))
+    return pids
+
+
+def reload_and_wait(nginx, timeout=20.0):
+    """`nginx -s reload`, then wait until every worker is a new one."""
+    old = worker_pids(nginx)
+    nginx.signal("reload")
+    ok = wait_until(lambda: (lambda now: now and not (now & old))(worker_pids(nginx)),
+                    timeout=timeout)
+    assert ok, f"old workers {old} still alive after reload:\n{nginx.log()[-3000:]}"

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# bench/edge.sh — what the referral module costs at the edge.
+#
+# Starts one redis-server and one nginx (worker_processes 1) with
+# build/ngx_http_referral_module.so on free loopback ports, in a temporary
+# directory removed on exit, and runs wrk against three locations:
+#
+#   plain   `return 200` with referral off
+#   nocode  `return 200` with referral on, no code, no cookie
+#   click   referral on, `?ref=CODE`, no cookie: every request is a new
+#           visitor, a Set-Cookie and an XADD
+#
+# It prints requests/s for each, the ratios click/plain and nocode/plain,
+# and how many click events reached Redis (XLEN once the module's queue has
+# drained) against the requests wrk counted ("N requests in"; wrk counts
+# completed requests, so up to one request per connection may be served
+# but not counted: events can exceed the count by that much, never fall
+# short of it).
+#
+# Usage: bench/edge.sh            (from anywhere; uses the repo's build/)
+# Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (1),
+#              REFERRAL_MODULE (path to the .so).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+MODULE=${REFERRAL_MODULE:-$ROOT/build/ngx_http_referral_module.so}
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-1}
+NGINX=/usr/sbin/nginx
+CODE=bench_code_42
+
+for tool in wrk redis-server redis-cli "$NGINX"; do
+  command -v "$tool" >/dev/null || { echo "edge.sh: $tool is missing (./build.sh installs it)" >&2; exit 1; }
+done
+[ -f "$MODULE" ] || { echo "edge.sh: $MODULE is missing: run ./build.sh first" >&2; exit 1; }
+
+TMP=$(mktemp -d /tmp/referral-bench.XXXXXX)
+chmod 777 "$TMP"                       # nginx workers run as nobody under root
+mkdir -m 777 "$TMP/spool" "$TMP/logs"
+NGINX_PID=""
+REDIS_PID=""
+
+cleanup() {
+  if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
+    kill -QUIT "$NGINX_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$NGINX_PID" 2>/dev/null || true
+  fi
+  if [ -n "$REDIS_PID" ] && kill -0 "$REDIS_PID" 2>/dev/null; then
+    kill -TERM "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "edge.sh: nothing listens on port $1" >&2
+  return 1
+}
+
+REDIS_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$TMP" --daemonize no --logfile "$TMP/redis.log" &
+REDIS_PID=$!
+wait_port "$REDIS_PORT"
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+head -c 48 /dev/urandom > "$TMP/key"
+cat > "$TMP/nginx.conf" <<EOF
+load_module $MODULE;
+daemon off;
+master_process on;
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/body;
+    proxy_temp_path $TMP/proxy;
+    fastcgi_temp_path $TMP/fastcgi;
+    uwsgi_temp_path $TMP/uwsgi;
+    scgi_temp_path $TMP/scgi;
+
+    referral_redis 127.0.0.1:$REDIS_PORT;
+    referral_secret $TMP/key;
+    referral_spool $TMP/spool;
+
+    server {
+        listen 127.0.0.1:$HTTP_PORT reuseport backlog=4096;
+        location = /plain  { return 200 "ok\n"; }
+        location = /nocode { referral on; return 200 "ok\n"; }
+        location = /click  { referral on; return 200 "ok\n"; }
+        location = /status { referral_status; }
+    }
+}
+EOF
+
+"$NGINX" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/logs/error.log" -t -q
+"$NGINX" -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/logs/error.log" &
+NGINX_PID=$!
+wait_port "$HTTP_PORT"
+
+# sanity: the click location really attributes and sets a cookie
+if ! curl -s -o /dev/null -D - "http://127.0.0.1:$HTTP_PORT/click?ref=$CODE" | grep -qi '^set-cookie: referral='; then
+  echo "edge.sh: /click did not set the referral cookie" >&2
+  exit 1
+fi
+status() { curl -s "http://127.0.0.1:$HTTP_PORT/status"; }
+
+# run NAME URL -> sets RPS_<NAME>, REQS_<NAME>; prints wrk's summary line
+run() {
+  local name=$1 url=$2 out
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null   # warm-up
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$url")
+  local rps reqs errors non2xx
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  reqs=$(awk '/ requests in / {print $1}' <<<"$out")
+  errors=$(grep -E '^ *Socket errors:' <<<"$out" || true)
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
+  printf '%-7s %12s req/s   (%s requests in %s%s%s)\n' "$name" "$rps" "$reqs" "$DURATION" \
+    "${non2xx:+, non-2xx: $non2xx}" "${errors:+, ${errors# }}"
+  printf -v "RPS_$name" '%s' "$rps"
+  printf -v "REQS_$name" '%s' "$reqs"
+}
+
+echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), 1 worker; wrk -t$THREADS -c$CONNECTIONS -d$DURATION on loopback; $(nproc) CPUs"
+run plain  "http://127.0.0.1:$HTTP_PORT/plain"
+run nocode "http://127.0.0.1:$HTTP_PORT/nocode"
+
+# the click run starts from an empty stream once the warm-up has drained
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$HTTP_PORT/click?ref=$CODE" >/dev/null
+drained() { status | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["buffered"]==0 else 1)'; }
+for _ in $(seq 300); do drained && break; sleep 0.1; done
+rcli DEL referral:events >/dev/null
+BEFORE=$(status)
+run click "http://127.0.0.1:$HTTP_PORT/click?ref=$CODE"
+
+# wait for the module's queue (memory, then spool) to reach Redis
+last=-1
+for _ in $(seq 600); do
+  n=$(rcli XLEN referral:events)
+  if drained && [ "$n" = "$last" ]; then break; fi
+  last=$n
+  sleep 0.2
+done
+EVENTS=$(rcli XLEN referral:events)
+AFTER=$(status)
+
+/usr/bin/python3 - "$RPS_plain" "$RPS_nocode" "$RPS_click" "$REQS_click" "$EVENTS" \
+  "$CONNECTIONS" "$BEFORE" "$AFTER" <<'EOF'
+import json, sys
+plain, nocode, click = map(float, sys.argv[1:4])
+reqs, events, conns = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+before, after = json.loads(sys.argv[7]), json.loads(sys.argv[8])
+print()
+print(f"click/plain   {click / plain:6.3f}   (aim >= 0.60)")
+print(f"nocode/plain  {nocode / plain:6.3f}   (aim >= 0.97)")
+lost = max(0, reqs - events)
+extra = events - reqs
+print(f"click events in Redis: {events} for {reqs} requests counted by wrk "
+      f"({'+' if extra >= 0 else ''}{extra}; lost: {lost}"
+      f"{'; wrk leaves up to %d in flight' % conns if 0 < extra <= conns else ''})")
+delta = {k: after[k] - before[k] for k in ("sent", "spooled", "replayed", "dropped")}
+print("referral_status during the click run: " +
+      ", ".join(f"{k} +{v}" for k, v in delta.items()) + f", redis {after['redis']}")
+if lost or delta["dropped"]:
+    print("LOST EVENTS")
+    sys.exit(1)
+EOF
+bad=$(grep -E '\[(alert|emerg|crit)\]|AddressSanitizer|runtime error' "$TMP/logs/error.log" || true)
+if [ -n "$bad" ]; then
+  echo "error.log:"; echo "$bad" | head -20
+  exit 1
+fi

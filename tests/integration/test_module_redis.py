@@ -1,0 +1,358 @@
+"""Redis without blocking and without loss (issue 2): outages with and
+without a spool, Redis down at start or unresponsive, reloads and graceful
+stops under traffic, the buffer limit, AUTH, SELECT and unix sockets.
+Every click here is a new visitor, so each request must yield exactly one
+distinct event id, and each visitor id seen by a client must be in Redis."""
+
+import os
+import socket
+import threading
+import time
+
+from harness import (RedisClient, RedisServer, echoed, http_request, module_http,
+                     referral_status, reload_and_wait, wait_events, wait_until)
+
+SPOOL = "    referral_spool {dir}/spool;"
+MAX_LATENCY = 1.0  # a request is never delayed because of Redis
+
+
+class Traffic:
+    """Clicks from a few threads until stop(): every answer must be 200 and
+    `new`; visitors and latencies are kept."""
+
+    def __init__(self, port, threads=3, pause=0.003):
+        self.port, self.pause = port, pause
+        self.visitors, self.failures, self.latencies = [], [], []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(k,)) for k in range(threads)]
+
+    def run(self, k):
+        i = 0
+        while not self.done.is_set():
+            i += 1
+            try:
+                r = http_request(self.port, f"/?ref=traffic_{k}_{i}")
+                v = echoed(r)
+                with self.lock:
+                    self.latencies.append(r.elapsed)
+                    if r.status != 200 or v["status"] != "new":
+                        self.failures.append((r.status, r.body))
+                    else:
+                        self.visitors.append(v["visitor"])
+            except Exception as exc:  # noqa: BLE001 - every failure is reported
+                with self.lock:
+                    self.failures.append(repr(exc))
+            time.sleep(self.pause)
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join()
+        return self
+
+    def check_requests(self):
+        assert not self.failures, f"{len(self.failures)} failed requests: {self.failures[:5]}"
+        assert self.visitors, "no traffic went through"
+        assert max(self.latencies) < MAX_LATENCY, \
+            f"slowest request took {max(self.latencies):.2f}s"
+
+
+def assert_all_delivered(redis, visitors, timeout=30, key="referral:events"):
+    """Every visitor's click is in the stream, each event id once."""
+    client = redis.client()
+    try:
+        events = wait_events(client, len(visitors), key=key, timeout=timeout, settle=1.0)
+    finally:
+        client.close()
+    ids = [e["id"] for e in events]
+    distinct = set(ids)
+    seen = {e["visitor"] for e in events}
+    missing = set(visitors) - seen
+    assert not missing, f"{len(missing)} of {len(visitors)} clicks never reached Redis"
+    assert len(distinct) == len(visitors), \
+        f"{len(distinct)} distinct event ids for {len(visitors)} requests"
+    assert len(ids) == len(distinct), \
+        f"{len(ids) - len(distinct)} events arrived more than once ({len(ids)} entries)"
+    return events
+
+
+def stop_redis(redis):
+    """Stop Redis keeping what it holds (SHUTDOWN SAVE), so a restart on the
+    same port shows what arrived before and after the outage."""
+    c = redis.client()
+    try:
+        c.cmd("SHUTDOWN", "SAVE")
+    except (ConnectionError, OSError):
+        pass
+    redis.proc.wait(10)
+    redis.proc = None
+
+
+def outage(n, redis, spool):
+    traffic = Traffic(n.port).start()
+    try:
+        time.sleep(1.0)
+        stop_redis(redis)
+        t0 = time.time()
+        down = wait_until(lambda: referral_status(n.port)["redis"] != "connected", timeout=5)
+        assert down, "referral_status still says connected while Redis is stopped"
+        if spool:
+            assert wait_until(lambda: referral_status(n.port)["spooled"] > 0, timeout=5), \
+                "Redis unreachable with a spool configured: events go to the spool"
+        time.sleep(max(0.0, 2.0 - (time.time() - t0)))
+        redis.start()
+        time.sleep(1.5)
+    finally:
+        traffic.stop()
+    traffic.check_requests()
+    assert_all_delivered(redis, traffic.visitors)
+    st = wait_until(lambda: (lambda s: s if s["buffered"] == 0 and s["redis"] == "connected"
+                             else None)(referral_status(n.port)), timeout=10)
+    assert st, referral_status(n.port)
+    assert st["dropped"] == 0
+    if spool:
+        assert wait_until(lambda: (lambda s: s["replayed"] == s["spooled"])(referral_status(n.port))), \
+            referral_status(n.port)
+        assert os.listdir(os.path.join(n.dir, "spool")) == [] or \
+            all(os.path.getsize(os.path.join(n.dir, "spool", f)) == 0
+                for f in os.listdir(os.path.join(n.dir, "spool"))), "spool not drained"
+    return traffic
+
+
+def test_redis_outage_with_spool_loses_nothing(edge, redis):
+    n = edge(http=SPOOL)
+    outage(n, redis, spool=True)
+
+
+def test_redis_outage_without_spool_loses_nothing(edge, redis):
+    n = edge()
+    outage(n, redis, spool=False)
+
+
+def test_redis_down_at_start_then_up(make_nginx):
+    redis = RedisServer()  # a port, nothing listening yet
+    try:
+        n = make_nginx(module_http(f"127.0.0.1:{redis.port}", http=SPOOL))
+        traffic = Traffic(n.port).start()
+        time.sleep(1.5)
+        assert referral_status(n.port)["redis"] != "connected"
+        redis.start()
+        time.sleep(1.5)
+        traffic.stop()
+        traffic.check_requests()
+        assert_all_delivered(redis, traffic.visitors)
+    finally:
+        redis.close()
+
+
+def test_unresponsive_redis_never_delays_requests(make_nginx):
+    # a socket that accepts connections (kernel backlog) but never answers
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)
+    try:
+        port = blackhole.getsockname()[1]
+        n = make_nginx(module_http(f"127.0.0.1:{port}", http=SPOOL),
+                       main="worker_shutdown_timeout 5s;")
+        traffic = Traffic(n.port, threads=2).start()
+        time.sleep(3.0)
+        traffic.stop()
+        traffic.check_requests()
+        assert referral_status(n.port)["sent"] == 0
+    finally:
+        blackhole.close()
+
+
+def test_reload_under_traffic_loses_nothing(edge, redis):
+    n = edge(http=SPOOL, workers=2)
+    traffic = Traffic(n.port).start()
+    try:
+        time.sleep(0.8)
+        reload_and_wait(n)
+        time.sleep(0.8)
+        reload_and_wait(n)
+        time.sleep(0.8)
+    finally:
+        traffic.stop()
+    traffic.check_requests()
+    assert_all_delivered(redis, traffic.visitors)
+
+
+def test_reload_under_traffic_without_spool_loses_nothing(edge, redis):
+    n = edge(workers=2)
+    traffic = Traffic(n.port).start()
+    try:
+        time.sleep(0.8)
+        reload_and_wait(n)
+        time.sleep(0.8)
+    finally:
+        traffic.stop()
+    traffic.check_requests()
+    assert_all_delivered(redis, traffic.visitors)
+
+
+def test_graceful_stop_right_after_a_burst_loses_nothing(edge, redis):
+    n = edge(http=SPOOL)
+    traffic = Traffic(n.port, threads=4, pause=0).start()
+    time.sleep(1.0)
+    traffic.stop()
+    n.stop()          # SIGQUIT while events may still be in flight
+    n.start()         # what was spooled at exit is replayed by the next run
+    traffic.check_requests()
+    assert_all_delivered(redis, traffic.visitors)
+
+
+def test_spool_left_by_a_stopped_nginx_is_replayed_in_order(edge, redis):
+    stop_redis(redis)
+    n = edge(http=SPOOL)
+    codes = [f"seq_{i:03d}" for i in range(40)]
+    for c in codes:
+        assert http_request(n.port, f"/?ref={c}").status == 200
+    n.stop()
+    spooled = [f for f in os.listdir(os.path.join(n.dir, "spool"))]
+    assert spooled, "a stopped worker leaves undelivered events in the spool"
+    redis.start()
+    n.start()
+    c = redis.client()
+    events = wait_events(c, len(codes), timeout=15)
+    c.close()
+    assert [e["code"] for e in events] == codes, "replayed once each, in order"
+
+
+def test_full_buffer_without_spool_drops_counts_and_logs_rarely(edge, redis):
+    stop_redis(redis)
+    n = edge(http="    referral_buffer 64k;")
+    mark = len(n.log())
+    t0 = time.time()
+    total = 800
+    for i in range(total):
+        r = http_request(n.port, f"/?ref=drop_{i:04d}")
+        assert r.status == 200 and r.elapsed < MAX_LATENCY
+    elapsed = time.time() - t0
+    st = referral_status(n.port)
+    assert st["dropped"] > 0, f"64k cannot hold {total} events: {st}"
+    drop_lines = [l for l in n.log()[mark:].splitlines() if "drop" in l.lower()]
+    assert 1 <= len(drop_lines) <= int(elapsed) + 2, \
+        f"{len(drop_lines)} drop log lines in {elapsed:.1f}s"
+    redis.start()
+    c = redis.client()
+    expected = total - st["dropped"]
+    events = wait_events(c, expected, timeout=15, settle=1.0)
+    c.close()
+    assert len(events) == expected, f"{len(events)} arrived, {expected} were kept"
+    assert len({e["id"] for e in events}) == expected
+
+
+def test_full_buffer_with_spool_drops_nothing(edge, redis):
+    stop_redis(redis)
+    n = edge(http="    referral_buffer 64k;\n" + SPOOL)
+    total = 800
+    for i in range(total):
+        r = http_request(n.port, f"/?ref=spool_{i:04d}")
+        assert r.status == 200
+    st = referral_status(n.port)
+    assert st["dropped"] == 0, st
+    assert st["spooled"] > 0, st
+    redis.start()
+    c = redis.client()
+    events = wait_events(c, total, timeout=20, settle=1.0)
+    c.close()
+    assert len(events) == total
+    assert len({e["id"] for e in events}) == total
+    assert [e["code"] for e in events] == [f"spool_{i:04d}" for i in range(total)], \
+        "one worker's events arrive in order"
+
+
+def test_redis_with_password(make_nginx):
+    redis = RedisServer(password="s3cret").start()
+    try:
+        n = make_nginx(module_http(f'127.0.0.1:{redis.port} password=s3cret'))
+        r = http_request(n.port, "/?ref=auth_code")
+        assert echoed(r)["status"] == "new"
+        c = redis.client()
+        events = wait_events(c, 1)
+        c.close()
+        assert [e["code"] for e in events] == ["auth_code"]
+        assert referral_status(n.port)["redis"] == "connected"
+    finally:
+        redis.close()
+
+
+def test_redis_with_wrong_password_never_fails_requests(make_nginx):
+    redis = RedisServer(password="right").start()
+    try:
+        n = make_nginx(module_http(f"127.0.0.1:{redis.port} password=wrong", http=SPOOL),
+                       main="worker_shutdown_timeout 5s;")
+        for i in range(20):
+            r = http_request(n.port, f"/?ref=wrong_{i:02d}")
+            assert r.status == 200 and r.elapsed < MAX_LATENCY
+        time.sleep(1.0)
+        st = referral_status(n.port)
+        assert st["redis"] != "connected", st
+        assert st["sent"] == 0
+        c = redis.client()
+        assert c.cmd("XLEN", "referral:events") == 0
+        c.close()
+    finally:
+        redis.close()
+
+
+def test_redis_db_number(edge, redis, rc):
+    n = edge(redis_addr=f"127.0.0.1:{redis.port} db=3")
+    http_request(n.port, "/?ref=db_three")
+    rc.cmd("SELECT", 3)
+    events = wait_events(rc, 1)
+    assert [e["code"] for e in events] == ["db_three"]
+    rc.cmd("SELECT", 0)
+    assert rc.cmd("XLEN", "referral:events") == 0
+
+
+def test_redis_with_password_and_db(make_nginx):
+    redis = RedisServer(password="pw").start()
+    try:
+        n = make_nginx(module_http(f"127.0.0.1:{redis.port} password=pw db=5"))
+        http_request(n.port, "/?ref=pw_and_db")
+        c = redis.client()
+        c.cmd("SELECT", 5)
+        events = wait_events(c, 1)
+        c.close()
+        assert [e["code"] for e in events] == ["pw_and_db"]
+    finally:
+        redis.close()
+
+
+def test_redis_over_a_unix_socket(make_nginx):
+    redis = RedisServer(unix=True).start()
+    try:
+        wait_until(lambda: os.path.exists(redis.unix), timeout=5)
+        n = make_nginx(module_http(f"unix:{redis.unix}"))
+        http_request(n.port, "/?ref=unix_code")
+        c = RedisClient(unix=redis.unix)
+        events = wait_events(c, 1)
+        c.close()
+        assert [e["code"] for e in events] == ["unix_code"]
+    finally:
+        redis.close()
+
+
+def test_redis_restarted_empty_still_receives_new_events(edge, redis):
+    """A Redis that comes back without its data (no persistence) is a new
+    stream: the module reconnects and keeps sending."""
+    n = edge()
+    http_request(n.port, "/?ref=before_restart")
+    c = redis.client()
+    assert len(wait_events(c, 1, settle=0)) == 1
+    c.close()
+    redis.stop()
+    redis.start()
+    assert http_request(n.port, "/?ref=after_restart").status == 200
+    c = redis.client()
+    events = wait_events(c, 1, timeout=15)
+    c.close()
+    assert [e["code"] for e in events] == ["after_restart"]
