@@ -8,6 +8,7 @@
 // Keys are lowercase, each at most once; anything else makes the header
 // malformed. Spaces and tabs around ';' and the action are ignored.
 #pragma once
+#include <cstddef>
 #include <string_view>
 
 namespace referral {

@@ -1,0 +1,79 @@
+// ngx_http_referral_module: the module definition and its lifecycle hooks.
+// Everything but the ngx_module_t itself has internal linkage or lives in
+// namespace referral_ngx; every hook is noexcept and catches on its own.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "referral_module.h"
+
+namespace referral_ngx {
+namespace {
+
+ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
+    if (add_variables(cf) != NGX_OK) return NGX_ERROR;
+    if (init_filter(cf) != NGX_OK) return NGX_ERROR;
+    auto* mcf = static_cast<MainConf*>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_referral_module));
+    return add_counters_zone(cf, mcf);
+}
+
+// Runs in the master, before workers drop privileges: the spool directory
+// must exist and belong to the worker user.
+ngx_int_t init_module(ngx_cycle_t* cycle) noexcept {
+    auto* mcf = static_cast<MainConf*>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_referral_module));
+    if (mcf == nullptr || mcf->spool.len == 0) return NGX_OK;
+    const char* dir = reinterpret_cast<const char*>(mcf->spool.data);
+    if (ngx_create_dir(mcf->spool.data, 0700) == NGX_FILE_ERROR && ngx_errno != NGX_EEXIST) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "referral_spool: cannot create \"%s\"", dir);
+        return NGX_ERROR;
+    }
+    auto* ccf = reinterpret_cast<ngx_core_conf_t*>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
+    if (geteuid() == 0 && ccf->user != static_cast<ngx_uid_t>(NGX_CONF_UNSET_UINT)) {
+        struct stat st;
+        if (stat(dir, &st) == 0 && st.st_uid == 0 && chown(dir, ccf->user, ccf->group) != 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          "referral_spool: cannot give \"%s\" to the worker user", dir);
+            return NGX_ERROR;
+        }
+    }
+    return NGX_OK;
+}
+
+ngx_int_t init_process(ngx_cycle_t* cycle) noexcept {
+    return delivery_init_process(cycle);
+}
+
+void exit_process(ngx_cycle_t* cycle) noexcept { delivery_exit_process(cycle); }
+
+ngx_http_module_t module_ctx = {
+    nullptr,            // preconfiguration
+    postconfiguration,  // postconfiguration
+    create_main_conf,   // create main configuration
+    init_main_conf,     // init main configuration
+    nullptr,            // create server configuration
+    nullptr,            // merge server configuration
+    create_loc_conf,    // create location configuration
+    merge_loc_conf,     // merge location configuration
+};
+
+}  // namespace
+}  // namespace referral_ngx
+
+extern "C" {
+__attribute__((visibility("default"))) ngx_module_t ngx_http_referral_module = {
+    NGX_MODULE_V1,
+    &referral_ngx::module_ctx,      // module context
+    referral_ngx::commands,         // module directives
+    NGX_HTTP_MODULE,                // module type
+    nullptr,                        // init master
+    referral_ngx::init_module,      // init module
+    referral_ngx::init_process,     // init process
+    nullptr,                        // init thread
+    nullptr,                        // exit thread
+    referral_ngx::exit_process,     // exit process
+    nullptr,                        // exit master
+    NGX_MODULE_V1_PADDING
+};
+}

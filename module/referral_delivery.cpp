@@ -1,0 +1,493 @@
+// The per-worker path of events to Redis: an in-memory outbox, one lazily
+// opened hiredis connection with pipelined XADDs, reconnects with backoff,
+// and the spool for outages, full buffers and exits.
+//
+// An event leaves the outbox only when Redis has acknowledged its XADD.
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "core/outbox.h"
+#include "core/spool.h"
+#include "referral_module.h"
+#include "referral_redis_adapter.h"
+
+namespace referral_ngx {
+namespace {
+
+constexpr ngx_msec_t kTickMs = 1000;
+constexpr ngx_msec_t kExitTickMs = 100;
+constexpr ngx_msec_t kBackoffMinMs = 500;
+constexpr ngx_msec_t kBackoffMaxMs = 10000;
+constexpr std::int64_t kReplyTimeoutMs = 5000;
+constexpr std::int64_t kConnectTimeoutMs = 3000;
+// Without a spool, an exiting worker waits this long for Redis to come back
+// before it gives up on what it still holds.
+constexpr std::int64_t kExitGraceMs = 10000;
+
+class Delivery {
+public:
+    Delivery(ngx_cycle_t* cycle, MainConf* mcf)
+        : mcf_(mcf), log_(cycle->log), outbox_(mcf->buffer) {
+        if (mcf->spool.len > 0) {
+            spool_ = std::make_unique<referral::Spool>(
+                std::string(reinterpret_cast<char*>(mcf->spool.data), mcf->spool.len),
+                mcf->buffer / 4);
+        }
+        init_timer(&tick_ev_, on_tick);
+        init_timer(&reconnect_ev_, on_reconnect);
+        reconnect_ev_.cancelable = 1;
+        tick_ev_.cancelable = 1;
+    }
+
+    void start() {
+        if (spool_) {
+            spool_->recover_orphans();
+            if (spool_->sealed_count() > 0) {
+                backlog_ = true;
+                connect();
+            }
+        }
+        ngx_add_timer(&tick_ev_, kTickMs);
+    }
+
+    void push(const char* cmd, size_t len) {
+        if (spool_ && (state_ == State::failing || backlog_ || !outbox_.fits(len))) {
+            if (to_spool(std::string_view(cmd, len))) return;
+        }
+        if (!outbox_.fits(len)) {
+            drop(1, "the buffer is full and no spool is available");
+            return;
+        }
+        outbox_.push(std::string(cmd, len), 0);
+        count(&Counters::buffered);
+        if (ac_ != nullptr) {
+            send_unsent();
+        } else if (state_ == State::idle) {
+            connect();
+        }
+        hold();
+    }
+
+    // Worker exit: whatever is still unacknowledged goes to the spool.
+    void shutdown() {
+        final_ = true;
+        if (ac_ != nullptr) {
+            redisAsyncContext* ac = ac_;
+            ac_ = nullptr;
+            generation_++;
+            redisAsyncFree(ac);
+        }
+        outbox_.requeue();
+        spool_all("the worker is exiting");
+        if (!outbox_.empty()) {
+            drop(outbox_.size(), "the worker exited while Redis was unreachable and no spool is set");
+            count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
+            outbox_.take_all();
+        }
+        if (spool_) {
+            std::string err;
+            if (!spool_->seal(&err)) ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+        }
+        if (tick_ev_.timer_set) ngx_del_timer(&tick_ev_);
+        if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
+    }
+
+    const char* state_name() const {
+        switch (state_) {
+            case State::ready: return "connected";
+            case State::connecting: return "connecting";
+            default: return "disconnected";
+        }
+    }
+
+private:
+    enum class State { idle, connecting, ready, failing };
+
+    struct Claim {
+        std::string name;
+        size_t remaining;
+    };
+
+    static Delivery* from(const redisAsyncContext* ac) {
+        return static_cast<Delivery*>(ac->data);
+    }
+
+    void init_timer(ngx_event_t* ev, ngx_event_handler_pt handler) {
+        ngx_memzero(ev, sizeof(ngx_event_t));
+        ev->handler = handler;
+        ev->data = this;
+        ev->log = log_;
+    }
+
+    void* gen_tag() const { return reinterpret_cast<void*>(static_cast<uintptr_t>(generation_)); }
+
+    // ---------------------------------------------------------- connection
+
+    void connect() {
+        if (ac_ != nullptr || final_) return;
+        redisAsyncContext* ac = nullptr;
+        if (mcf_->redis_unix.len > 0) {
+            ac = redisAsyncConnectUnix(reinterpret_cast<const char*>(mcf_->redis_unix.data));
+        } else {
+            ac = redisAsyncConnect(reinterpret_cast<const char*>(mcf_->redis_host.data),
+                                   static_cast<int>(mcf_->redis_port));
+        }
+        if (ac == nullptr || ac->err) {
+            const char* why = ac ? ac->errstr : "out of memory";
+            failed(why);
+            if (ac) redisAsyncFree(ac);
+            return;
+        }
+        if (!redis_attach(ac, log_)) {
+            redisAsyncFree(ac);
+            failed("no free nginx connection");
+            return;
+        }
+        ac->data = this;
+        ac_ = ac;
+        generation_++;
+        state_ = State::connecting;
+        connect_started_ = now_ms();
+        redisAsyncSetConnectCallback(ac, on_connect);
+        redisAsyncSetDisconnectCallback(ac, on_disconnect);
+        if (mcf_->redis_password.len > 0) {
+            redisAsyncCommand(ac, on_setup, gen_tag(), "AUTH %b", mcf_->redis_password.data,
+                              static_cast<size_t>(mcf_->redis_password.len));
+        }
+        if (mcf_->redis_db > 0) {
+            redisAsyncCommand(ac, on_setup, gen_tag(), "SELECT %d", static_cast<int>(mcf_->redis_db));
+        }
+        send_unsent();
+    }
+
+    // The connection is gone (or never came): everything in flight is unsent
+    // again; with a spool, the outbox moves there so a crash loses nothing.
+    void lost(const char* why) {
+        ac_ = nullptr;
+        generation_++;
+        outbox_.requeue();
+        if (final_) return;
+        failed(why);
+    }
+
+    void failed(const char* why) {
+        if (state_ != State::failing) {
+            ngx_log_error(NGX_LOG_ERR, log_, 0, "referral: Redis unavailable: %s", why);
+        }
+        state_ = State::failing;
+        backoff_ = backoff_ == 0 ? kBackoffMinMs : ngx_min(backoff_ * 3 / 2, kBackoffMaxMs);
+        ngx_msec_t jitter = static_cast<ngx_msec_t>(ngx_random()) % (backoff_ / 4 + 1);
+        if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
+        ngx_add_timer(&reconnect_ev_, backoff_ + jitter);
+        spool_all(nullptr);
+        hold();
+    }
+
+    // Closes the connection from our side (no reply in time, an error reply).
+    void fail_connection(const char* why) {
+        if (ac_ == nullptr) return;
+        redisAsyncContext* ac = ac_;
+        lost(why);
+        redisAsyncFree(ac);  // deferred by hiredis when inside its callback
+    }
+
+    static void on_connect(const redisAsyncContext* ac, int status) noexcept {
+        Delivery* d = from(ac);
+        if (ac != d->ac_) return;
+        if (status != REDIS_OK) {
+            d->lost(ac->errstr);  // hiredis frees the context after this
+            return;
+        }
+        ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: connected to Redis");
+        d->state_ = State::ready;
+        d->backoff_ = 0;
+        d->replay();
+    }
+
+    static void on_disconnect(const redisAsyncContext* ac, int) noexcept {
+        Delivery* d = from(ac);
+        if (ac != d->ac_) return;
+        d->lost(ac->errstr[0] ? ac->errstr : "connection closed");
+    }
+
+    static void on_setup(redisAsyncContext* ac, void* r, void* tag) noexcept {
+        Delivery* d = from(ac);
+        auto* reply = static_cast<redisReply*>(r);
+        if (reply == nullptr || tag != d->gen_tag()) return;
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused AUTH or SELECT: %*s",
+                          ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
+            d->fail_connection("AUTH or SELECT refused");
+        }
+    }
+
+    static void on_reply(redisAsyncContext* ac, void* r, void* tag) noexcept {
+        Delivery* d = from(ac);
+        auto* reply = static_cast<redisReply*>(r);
+        if (reply == nullptr || tag != d->gen_tag()) return;
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused XADD: %*s",
+                          ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
+            d->fail_connection("XADD refused");
+            return;
+        }
+        try {
+            d->acked();
+        } catch (...) {
+            ngx_log_error(NGX_LOG_ALERT, d->log_, 0, "referral: acknowledgement failed");
+        }
+    }
+
+    static void on_reconnect(ngx_event_t* ev) noexcept {
+        auto* d = static_cast<Delivery*>(ev->data);
+        if (d->ac_ == nullptr && (!d->outbox_.empty() || d->backlog_)) {
+            d->connect();
+        } else if (d->ac_ == nullptr) {
+            d->state_ = State::idle;  // nothing to send: connect on demand
+        }
+    }
+
+    // ------------------------------------------------------------- outbox
+
+    void send_unsent() {
+        while (ac_ != nullptr && outbox_.unsent() > 0) {
+            referral::OutboxEntry& e = outbox_.send_next(now_ms());
+            if (redisAsyncFormattedCommand(ac_, on_reply, gen_tag(), e.command.data(),
+                                           e.command.size()) != REDIS_OK) {
+                fail_connection("cannot queue a command");
+                return;
+            }
+        }
+    }
+
+    void acked() {
+        referral::OutboxEntry e = outbox_.ack();
+        count(&Counters::sent);
+        count(&Counters::buffered, -1);
+        if (e.claim != 0) {
+            count(&Counters::replayed);
+            auto it = claims_.find(e.claim);
+            if (it != claims_.end() && --it->second.remaining == 0) {
+                spool_->release(it->second.name);
+                claims_.erase(it);
+                replay();
+            }
+        }
+        hold();
+    }
+
+    // The outbox is not empty: keep the worker alive on exit until Redis
+    // has acknowledged it (or it is spooled).
+    void hold() {
+        tick_ev_.cancelable = outbox_.empty() ? 1 : 0;
+        if (!outbox_.empty() && ngx_exiting) {
+            if (tick_ev_.timer_set) ngx_del_timer(&tick_ev_);
+            ngx_add_timer(&tick_ev_, kExitTickMs);
+        }
+    }
+
+    void drop(size_t n, const char* why) {
+        count(&Counters::dropped, static_cast<ngx_atomic_int_t>(n));
+        dropped_unlogged_ += n;
+        std::int64_t now = now_ms();
+        if (now - last_drop_log_ >= 1000) {
+            ngx_log_error(NGX_LOG_ERR, log_, 0, "referral: dropped %uz event(s): %s",
+                          dropped_unlogged_, why);
+            dropped_unlogged_ = 0;
+            last_drop_log_ = now;
+        }
+    }
+
+    // --------------------------------------------------------------- spool
+
+    bool to_spool(std::string_view cmd) {
+        std::string err;
+        if (!spool_->append(cmd, &err)) {
+            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+            return false;
+        }
+        backlog_ = true;
+        count(&Counters::spooled);
+        return true;
+    }
+
+    // Moves everything in memory to the spool (outage, exit).
+    void spool_all(const char* why) {
+        if (!spool_ || outbox_.empty() || ac_ != nullptr) return;
+        auto entries = outbox_.take_all();
+        size_t moved = 0;
+        for (auto& e : entries) {
+            if (!to_spool(e.command)) {
+                outbox_.push(std::move(e.command), 0);  // keep it in memory
+                continue;
+            }
+            moved++;
+        }
+        count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(moved));
+        // Every unacknowledged record of a claim is now in our own file.
+        for (auto& c : claims_) spool_->release(c.second.name);
+        claims_.clear();
+        if (why != nullptr && moved > 0) {
+            ngx_log_error(NGX_LOG_NOTICE, log_, 0, "referral: spooled %uz event(s): %s", moved, why);
+        }
+        hold();
+    }
+
+    // Feeds spooled events back, one file at a time, oldest first.
+    void replay() {
+        if (!spool_ || !backlog_ || state_ != State::ready || ac_ == nullptr || final_) return;
+        if (!claims_.empty() || outbox_.bytes() > outbox_.limit() / 2) return;
+        std::string err;
+        if (spool_->has_part() && !spool_->seal(&err)) {
+            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+            return;
+        }
+        std::vector<std::string> records;
+        std::string claim;
+        while (spool_->claim_next(&records, &claim, &err)) {
+            if (!err.empty()) {
+                ngx_log_error(NGX_LOG_WARN, log_, 0, "referral: spool: %s", err.c_str());
+                err.clear();
+            }
+            if (records.empty()) {
+                spool_->release(claim);
+                continue;
+            }
+            std::uint64_t id = ++claim_seq_;
+            claims_[id] = Claim{claim, records.size()};
+            for (auto& rec : records) outbox_.push(std::move(rec), id);
+            count(&Counters::buffered, static_cast<ngx_atomic_int_t>(records.size()));
+            ngx_log_error(NGX_LOG_INFO, log_, 0, "referral: replaying %uz spooled event(s)",
+                          records.size());
+            send_unsent();
+            hold();
+            return;
+        }
+        if (!err.empty()) ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+        if (!spool_->has_part()) backlog_ = false;  // caught up
+    }
+
+    // ---------------------------------------------------------------- tick
+
+    static void on_tick(ngx_event_t* ev) noexcept {
+        auto* d = static_cast<Delivery*>(ev->data);
+        try {
+            d->tick();
+        } catch (...) {
+            ngx_log_error(NGX_LOG_ALERT, d->log_, 0, "referral: periodic work failed");
+        }
+    }
+
+    void tick() {
+        std::int64_t now = now_ms();
+        if (state_ == State::connecting && now - connect_started_ > kConnectTimeoutMs) {
+            fail_connection("connect timed out");
+        }
+        std::int64_t oldest = outbox_.oldest_inflight_ms();
+        if (oldest >= 0 && now - oldest > kReplyTimeoutMs) {
+            fail_connection("no reply within 5 s");
+        }
+        if (ngx_exiting) {
+            if (exiting_since_ == 0) exiting_since_ = now;
+            if (state_ != State::ready) {
+                spool_all("the worker is exiting");
+                if (!spool_ && now - exiting_since_ > kExitGraceMs) {
+                    drop(outbox_.size(), "the worker is exiting and Redis is unreachable");
+                    count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
+                    outbox_.take_all();
+                }
+            }
+            hold();
+            if (!outbox_.empty()) ngx_add_timer(&tick_ev_, kExitTickMs);
+            return;  // a cancelable timer is not re-armed: the worker may exit
+        }
+        if (spool_) {
+            spool_->recover_orphans();
+            if (!backlog_ && spool_->sealed_count() > 0) backlog_ = true;
+            if (backlog_ && ac_ == nullptr && state_ == State::idle) connect();
+            replay();
+        }
+        if (dropped_unlogged_ > 0) drop(0, "the buffer is full and no spool is available");
+        hold();
+        ngx_add_timer(&tick_ev_, kTickMs);
+    }
+
+    MainConf* mcf_;
+    ngx_log_t* log_;
+    referral::Outbox outbox_;
+    std::unique_ptr<referral::Spool> spool_;
+    redisAsyncContext* ac_ = nullptr;
+    State state_ = State::idle;
+    std::uint64_t generation_ = 0;
+    ngx_msec_t backoff_ = 0;
+    std::int64_t connect_started_ = 0;
+    std::int64_t exiting_since_ = 0;
+    bool backlog_ = false;
+    bool final_ = false;
+    std::map<std::uint64_t, Claim> claims_;
+    std::uint64_t claim_seq_ = 0;
+    size_t dropped_unlogged_ = 0;
+    std::int64_t last_drop_log_ = 0;
+    ngx_event_t tick_ev_;
+    ngx_event_t reconnect_ev_;
+};
+
+Delivery* delivery = nullptr;
+
+}  // namespace
+
+ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept {
+    auto* mcf = static_cast<MainConf*>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_referral_module));
+    if (mcf == nullptr || !mcf->redis_set) return NGX_OK;
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE) return NGX_OK;
+    try {
+        delivery = new Delivery(cycle, mcf);
+        delivery->start();
+    } catch (...) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "referral: cannot start event delivery");
+        delete delivery;
+        delivery = nullptr;
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+void delivery_exit_process(ngx_cycle_t* cycle) noexcept {
+    if (delivery == nullptr) return;
+    try {
+        delivery->shutdown();
+    } catch (...) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: event delivery shutdown failed");
+    }
+    delete delivery;
+    delivery = nullptr;
+}
+
+void deliver(ngx_log_t* log, const char* command, size_t len) noexcept {
+    if (delivery == nullptr) {
+        count(&Counters::dropped);
+        ngx_log_error(NGX_LOG_ERR, log, 0, "referral: event dropped: no delivery in this process");
+        return;
+    }
+    try {
+        delivery->push(command, len);
+    } catch (...) {
+        count(&Counters::dropped);
+        ngx_log_error(NGX_LOG_ALERT, log, 0, "referral: event dropped: out of memory");
+    }
+}
+
+const char* delivery_state() noexcept {
+    return delivery != nullptr ? delivery->state_name() : "disconnected";
+}
+
+}  // namespace referral_ngx

@@ -1,0 +1,56 @@
+#include "referral_events.h"
+
+#include "core/event.h"
+#include "core/random.h"
+
+namespace referral_ngx {
+namespace {
+
+std::string_view header_value(const ngx_table_elt_t* h) {
+    if (h == nullptr) return {};
+    return std::string_view(reinterpret_cast<const char*>(h->value.data), h->value.len);
+}
+
+std::string_view view(const ngx_str_t& s) {
+    return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
+}
+
+}  // namespace
+
+void record_event(ngx_http_request_t* r, const char* type, const RequestCtx* ctx,
+                  std::string_view code, const referral::Conversion* conversion,
+                  std::int64_t ts_ms) noexcept {
+    auto* mcf = static_cast<MainConf*>(ngx_http_get_module_main_conf(r, ngx_http_referral_module));
+    char id[referral::kIdLen];
+    if (!referral::random_id(id)) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: RAND_bytes() failed, event dropped");
+        count(&Counters::dropped);
+        return;
+    }
+    referral::Event e;
+    e.id = std::string_view(id, sizeof(id));
+    e.type = type;
+    e.ts_ms = ts_ms;
+    e.code = code;
+    if (ctx->has_visitor) e.visitor = std::string_view(reinterpret_cast<const char*>(ctx->visitor), 32);
+    e.first_ts_ms = ctx->has_visitor ? ctx->first_ts_ms : 0;
+    e.ip = view(r->connection->addr_text);
+    e.ua = header_value(r->headers_in.user_agent);
+    e.url = view(r->unparsed_uri);
+    e.referer = header_value(r->headers_in.referer);
+    e.host = header_value(r->headers_in.host);
+    e.conversion = conversion;
+
+    std::string_view stream = view(mcf->stream);
+    size_t size = referral::xadd_size(stream, e);
+    char* buf = static_cast<char*>(ngx_pnalloc(r->pool, size));
+    if (buf == nullptr) {
+        count(&Counters::dropped);
+        return;
+    }
+    size_t len = referral::xadd_encode(stream, e, buf);
+    if (conversion == nullptr) count(&Counters::clicks);
+    deliver(r->connection->log, buf, len);
+}
+
+}  // namespace referral_ngx

@@ -1,0 +1,82 @@
+// The header filter: adds the attribution cookie to any response (including
+// one made by `return 302`), and turns each conversion header line from the
+// backend into a conversion event, removing it from what the client sees.
+#include <string_view>
+
+#include "core/conversion.h"
+#include "referral_events.h"
+#include "referral_module.h"
+
+namespace referral_ngx {
+namespace {
+
+ngx_http_output_header_filter_pt next_header_filter;
+
+constexpr size_t kMaxLoggedHeader = 256;
+
+void add_set_cookie(ngx_http_request_t* r, const RequestCtx* ctx) {
+    ngx_table_elt_t* h = static_cast<ngx_table_elt_t*>(ngx_list_push(&r->headers_out.headers));
+    if (h == nullptr) return;
+    h->hash = 1;
+    ngx_str_set(&h->key, "Set-Cookie");
+    h->value = ctx->set_cookie;
+}
+
+void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const RequestCtx* ctx) {
+    const ngx_str_t& name = lcf->conversion_header;
+    std::string_view code(reinterpret_cast<const char*>(ctx->code.data), ctx->code.len);
+    for (ngx_list_part_t* part = &r->headers_out.headers.part; part != nullptr; part = part->next) {
+        auto* h = static_cast<ngx_table_elt_t*>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; i++) {
+            if (h[i].hash == 0 || h[i].key.len != name.len ||
+                ngx_strncasecmp(h[i].key.data, name.data, name.len) != 0) {
+                continue;
+            }
+            h[i].hash = 0;  // never reaches the client, valid or not
+            referral::Conversion conv;
+            std::string_view value(reinterpret_cast<const char*>(h[i].value.data), h[i].value.len);
+            if (const char* err = referral::parse_conversion(value, &conv)) {
+                count(&Counters::malformed_conversions);
+                // The value is the backend's: bound it and escape it.
+                size_t n = ngx_min(h[i].value.len, kMaxLoggedHeader);
+                u_char logged[kMaxLoggedHeader * 3];
+                size_t escaped = n + 2 * ngx_escape_uri(nullptr, h[i].value.data, n,
+                                                        NGX_ESCAPE_URI_COMPONENT);
+                ngx_escape_uri(logged, h[i].value.data, n, NGX_ESCAPE_URI_COMPONENT);
+                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                              "referral: malformed \"%V\" header (%s): \"%*s%s\"", &name, err,
+                              escaped, logged, h[i].value.len > n ? "..." : "");
+                continue;
+            }
+            count(&Counters::conversions);
+            record_event(r, "conversion", ctx, code, &conv, now_ms());
+        }
+    }
+}
+
+ngx_int_t header_filter(ngx_http_request_t* r) noexcept {
+    if (r != r->main) return next_header_filter(r);
+    auto* lcf = static_cast<LocConf*>(ngx_http_get_module_loc_conf(r, ngx_http_referral_module));
+    if (!lcf->enable) return next_header_filter(r);
+
+    RequestCtx* ctx = attribution(r);
+    if (ctx != nullptr) {
+        try {
+            if (ctx->set_cookie.len > 0) add_set_cookie(r, ctx);
+            if (lcf->conversion_header.len > 0) record_conversions(r, lcf, ctx);
+        } catch (...) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: header filter failed");
+        }
+    }
+    return next_header_filter(r);
+}
+
+}  // namespace
+
+ngx_int_t init_filter(ngx_conf_t*) noexcept {
+    next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = header_filter;
+    return NGX_OK;
+}
+
+}  // namespace referral_ngx

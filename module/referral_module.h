@@ -1,0 +1,116 @@
+// Declarations shared by the module's files. nginx's headers are C: they are
+// included here, inside extern "C", and nowhere else.
+#pragma once
+
+extern "C" {
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+}
+
+#include <cstdint>
+
+#include "core/cookie.h"
+
+extern "C" {
+extern ngx_module_t ngx_http_referral_module;
+}
+
+namespace referral_ngx {
+
+enum class Attribution : ngx_uint_t { first = 0, last = 1 };
+
+enum CookieFlag : ngx_uint_t {
+    flag_secure = 0x01,
+    flag_httponly = 0x02,
+    flag_samesite_strict = 0x04,
+    flag_samesite_lax = 0x08,
+    flag_samesite_none = 0x10,
+};
+
+struct MainConf {
+    ngx_str_t redis_host;      // empty for a unix socket
+    ngx_int_t redis_port;
+    ngx_str_t redis_unix;      // "unix:" path, NUL-terminated
+    ngx_str_t redis_password;  // empty when none; never logged
+    ngx_int_t redis_db;        // -1: no SELECT
+    ngx_flag_t redis_set;
+    ngx_str_t stream;
+    size_t buffer;
+    ngx_str_t spool;           // empty: no spool
+    ngx_shm_zone_t* counters_zone;
+};
+
+struct LocConf {
+    ngx_flag_t enable;
+    ngx_http_complex_value_t* code;
+    ngx_array_t* secret_files;  // ngx_str_t file names, as written
+    ngx_array_t* keys;          // referral::Key, first one signs
+    ngx_str_t cookie_name;
+    ngx_str_t cookie_domain;
+    ngx_str_t cookie_path;
+    ngx_uint_t cookie_flags;
+    time_t window;
+    ngx_uint_t attribution;
+    ngx_str_t conversion_header;  // empty: "off"
+    ngx_str_t cookie_attrs;       // "; Max-Age=..; Path=..; ..", rendered once
+};
+
+// What this request is attributed to; computed once, on first use.
+enum class Status : ngx_uint_t { none, fresh, kept, replaced, cookie, invalid };
+
+struct RequestCtx {
+    bool computed;
+    Status status;
+    ngx_str_t code;             // the code holding the attribution, or empty
+    u_char visitor[32];         // 32 lowercase hex when has_visitor
+    bool has_visitor;
+    std::int64_t first_ts_ms;   // 0 when there is no attribution
+    ngx_str_t set_cookie;       // complete Set-Cookie value, or empty
+};
+
+// Shared across workers (one shared memory zone), kept across reloads.
+struct Counters {
+    ngx_atomic_t sent;
+    ngx_atomic_t buffered;
+    ngx_atomic_t spooled;
+    ngx_atomic_t replayed;
+    ngx_atomic_t dropped;
+    ngx_atomic_t clicks;
+    ngx_atomic_t invalid_codes;
+    ngx_atomic_t rejected_cookies;
+    ngx_atomic_t conversions;
+    ngx_atomic_t malformed_conversions;
+};
+
+// referral_conf.cpp
+extern ngx_command_t commands[];
+void* create_main_conf(ngx_conf_t* cf) noexcept;
+char* init_main_conf(ngx_conf_t* cf, void* conf) noexcept;
+void* create_loc_conf(ngx_conf_t* cf) noexcept;
+char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept;
+
+// referral_attribution.cpp
+RequestCtx* attribution(ngx_http_request_t* r) noexcept;
+ngx_int_t add_variables(ngx_conf_t* cf) noexcept;
+std::int64_t now_ms() noexcept;
+
+// referral_filter.cpp
+ngx_int_t init_filter(ngx_conf_t* cf) noexcept;
+
+// referral_status.cpp
+extern Counters* counters;  // null until the zone exists
+ngx_int_t add_counters_zone(ngx_conf_t* cf, MainConf* mcf) noexcept;
+char* status_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
+inline void count(ngx_atomic_t Counters::*field, ngx_atomic_int_t n = 1) noexcept {
+    if (counters != nullptr) (void)ngx_atomic_fetch_add(&(counters->*field), n);
+}
+
+// referral_delivery.cpp: the per-worker path of events to Redis.
+ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept;
+void delivery_exit_process(ngx_cycle_t* cycle) noexcept;
+// Takes a complete RESP XADD; never blocks, never fails the request.
+void deliver(ngx_log_t* log, const char* command, size_t len) noexcept;
+const char* delivery_state() noexcept;
+
+}  // namespace referral_ngx

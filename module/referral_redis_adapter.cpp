@@ -1,0 +1,79 @@
+#include "referral_redis_adapter.h"
+
+namespace referral_ngx {
+namespace {
+
+// Level-triggered registration (flags 0): hiredis reads at most 16 KB per
+// redisAsyncHandleRead(), so with epoll's edge-triggered mode a burst of
+// replies could stall; level-triggered events fire again while data waits.
+
+void on_read(ngx_event_t* ev) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(ev->data);
+    redisAsyncHandleRead(static_cast<redisAsyncContext*>(c->data));
+    // `c` may be released by now (hiredis freed the context): no access.
+}
+
+void on_write(ngx_event_t* ev) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(ev->data);
+    redisAsyncHandleWrite(static_cast<redisAsyncContext*>(c->data));
+}
+
+void add_read(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (!c->read->active && ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0, "referral: cannot watch the Redis socket");
+    }
+}
+
+void del_read(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (c->read->active) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+}
+
+void add_write(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (!c->write->active && ngx_add_event(c->write, NGX_WRITE_EVENT, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0, "referral: cannot watch the Redis socket");
+    }
+}
+
+void del_write(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    if (c->write->active) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+}
+
+void cleanup(void* data) noexcept {
+    auto* c = static_cast<ngx_connection_t*>(data);
+    // The fd is closed by redisFree() right after this hook: NGX_CLOSE_EVENT
+    // only clears nginx's bookkeeping, the kernel drops the fd from epoll.
+    if (c->read->active) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+    if (c->write->active) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+    if (c->read->posted) ngx_delete_posted_event(c->read);
+    if (c->write->posted) ngx_delete_posted_event(c->write);
+    if (c->read->timer_set) ngx_del_timer(c->read);
+    if (c->write->timer_set) ngx_del_timer(c->write);
+    c->fd = static_cast<ngx_socket_t>(-1);  // hiredis closes it, not nginx
+    ngx_free_connection(c);
+}
+
+}  // namespace
+
+bool redis_attach(redisAsyncContext* ac, ngx_log_t* log) noexcept {
+    ngx_connection_t* c = ngx_get_connection(ac->c.fd, log);
+    if (c == nullptr) return false;
+    c->data = ac;
+    c->log = log;
+    c->read->log = log;
+    c->write->log = log;
+    c->read->handler = on_read;
+    c->write->handler = on_write;
+    ac->ev.data = c;
+    ac->ev.addRead = add_read;
+    ac->ev.delRead = del_read;
+    ac->ev.addWrite = add_write;
+    ac->ev.delWrite = del_write;
+    ac->ev.cleanup = cleanup;
+    return true;
+}
+
+}  // namespace referral_ngx

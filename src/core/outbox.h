@@ -1,0 +1,79 @@
+// A worker's events that Redis has not acknowledged yet, in order.
+//
+// The front `inflight` entries were written to the current Redis connection;
+// Redis answers a pipeline in order, so each reply acknowledges the front.
+// When the connection is lost every entry becomes unsent again and is
+// written anew on the next one: an event may reach Redis twice, never zero
+// times, and its unique id lets the consumer ignore the second copy.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <string>
+
+namespace referral {
+
+struct OutboxEntry {
+    std::string command;       // the complete RESP XADD
+    std::uint64_t claim = 0;   // spool claim it was replayed from, 0 if none
+    std::int64_t sent_ms = 0;  // when it was written to the connection
+};
+
+class Outbox {
+public:
+    explicit Outbox(std::size_t limit) : limit_(limit) {}
+
+    bool fits(std::size_t bytes) const { return bytes_ + bytes <= limit_; }
+    bool empty() const { return entries_.empty(); }
+    std::size_t size() const { return entries_.size(); }
+    std::size_t bytes() const { return bytes_; }
+    std::size_t limit() const { return limit_; }
+    std::size_t inflight() const { return inflight_; }
+    std::size_t unsent() const { return entries_.size() - inflight_; }
+
+    void push(std::string command, std::uint64_t claim) {
+        bytes_ += command.size();
+        entries_.push_back(OutboxEntry{std::move(command), claim, 0});
+    }
+
+    // The next entry to write; it counts as in flight from now on.
+    OutboxEntry& send_next(std::int64_t now_ms) {
+        OutboxEntry& e = entries_[inflight_++];
+        e.sent_ms = now_ms;
+        return e;
+    }
+
+    // Redis acknowledged the oldest entry in flight.
+    OutboxEntry ack() {
+        OutboxEntry e = std::move(entries_.front());
+        entries_.pop_front();
+        bytes_ -= e.command.size();
+        inflight_--;
+        return e;
+    }
+
+    // Time the oldest entry in flight was written, or -1.
+    std::int64_t oldest_inflight_ms() const {
+        return inflight_ > 0 ? entries_.front().sent_ms : -1;
+    }
+
+    // The connection is gone: nothing is in flight any more.
+    void requeue() { inflight_ = 0; }
+
+    // Removes and returns every entry (to be spooled), oldest first.
+    std::deque<OutboxEntry> take_all() {
+        std::deque<OutboxEntry> all;
+        all.swap(entries_);
+        bytes_ = 0;
+        inflight_ = 0;
+        return all;
+    }
+
+private:
+    std::deque<OutboxEntry> entries_;
+    std::size_t inflight_ = 0;
+    std::size_t bytes_ = 0;
+    std::size_t limit_;
+};
+
+}  // namespace referral
