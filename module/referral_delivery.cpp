@@ -179,9 +179,10 @@ private:
     }
 
     void failed(const char* why) {
-        if (state_ != State::failing) {
-            ngx_log_error(NGX_LOG_ERR, log_, 0, "referral: Redis unavailable: %s", why);
-        }
+        // One error per outage; the retries that follow are only noted.
+        ngx_log_error(outage_ ? NGX_LOG_INFO : NGX_LOG_ERR, log_, 0,
+                      "referral: Redis unavailable: %s", why);
+        outage_ = true;
         state_ = State::failing;
         backoff_ = backoff_ == 0 ? kBackoffMinMs : ngx_min(backoff_ * 3 / 2, kBackoffMaxMs);
         ngx_msec_t jitter = static_cast<ngx_msec_t>(ngx_random()) % (backoff_ / 4 + 1);
@@ -209,6 +210,7 @@ private:
         ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: connected to Redis");
         d->state_ = State::ready;
         d->backoff_ = 0;
+        d->outage_ = false;
         d->replay();
     }
 
@@ -432,6 +434,7 @@ private:
     std::int64_t exiting_since_ = 0;
     bool backlog_ = false;
     bool final_ = false;
+    bool outage_ = false;
     std::map<std::uint64_t, Claim> claims_;
     std::uint64_t claim_seq_ = 0;
     size_t dropped_unlogged_ = 0;

@@ -48,8 +48,13 @@ void cleanup(void* data) noexcept {
     // only clears nginx's bookkeeping, the kernel drops the fd from epoll.
     if (c->read->active) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
     if (c->write->active) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    if (c->read->posted) ngx_delete_posted_event(c->read);
-    if (c->write->posted) ngx_delete_posted_event(c->write);
+    // ngx_delete_posted_event() is a multi-statement macro: braces matter.
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
     if (c->read->timer_set) ngx_del_timer(c->read);
     if (c->write->timer_set) ngx_del_timer(c->write);
     c->fd = static_cast<ngx_socket_t>(-1);  // hiredis closes it, not nginx
