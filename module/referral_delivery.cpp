@@ -180,7 +180,7 @@ private:
 
     void failed(const char* why) {
         // One error per outage; the retries that follow are only noted.
-        ngx_log_error(outage_ ? NGX_LOG_INFO : NGX_LOG_ERR, log_, 0,
+        ngx_log_error((outage_ ? NGX_LOG_INFO : NGX_LOG_ERR), log_, 0,
                       "referral: Redis unavailable: %s", why);
         outage_ = true;
         state_ = State::failing;
