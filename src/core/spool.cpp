@@ -49,7 +49,7 @@ std::vector<std::string> list_dir(const std::string& dir) {
 
 std::string sealed_name(long long ms, long pid, unsigned long seq) {
     char buf[96];
-    std::snprintf(buf, sizeof(buf), "s-%013lld-%ld-%lu.spool", ms, pid, seq);
+    std::snprintf(buf, sizeof(buf), "s-%013lld-%ld-%010lu.spool", ms, pid, seq);
     return buf;
 }
 
