@@ -346,6 +346,7 @@ private:
     // Feeds spooled events back, one file at a time, oldest first.
     void replay() {
         if (!spool_ || !backlog_ || state_ != State::ready || ac_ == nullptr || final_) return;
+        if (ngx_exiting) return;  // the workers that stay replay it
         if (!claims_.empty() || outbox_.bytes() > outbox_.limit() / 2) return;
         std::string err;
         if (spool_->has_part() && !spool_->seal(&err)) {
