@@ -1,0 +1,299 @@
+// referralctl: the admin command line of the referral database
+// (SPEC "The worker and the main database"). Text for people, --json for
+// programs. Exit status: 0 done, 1 refused or failed, 2 bad usage.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "worker/config.h"
+#include "worker/store.h"
+#include "worker/util.h"
+
+using namespace referral::worker;
+using json = nlohmann::json;
+
+namespace {
+
+bool g_json = false;
+
+// A refusal: printed (as {"error": ...} with --json), exit status 1.
+struct Failure {
+    std::string message;
+    std::string reason;  // short machine-readable word
+    json extra = json::object();
+};
+
+std::string now_text() { return format_db_time(now_ms()); }
+
+void print_json(const json& j) { std::cout << j.dump(2) << "\n"; }
+
+void check_user(const std::string& user) {
+    if (!is_token(user, 128)) {
+        throw Failure{"bad user id \"" + clean_text(user, 140) +
+                          "\": expected 1 to 128 printable characters without spaces, ';' or '='",
+                      "bad_user"};
+    }
+}
+
+void check_label(const std::string& label) {
+    if (label.size() > 64 || clean_text(label, 64) != label || label.find('\t') != std::string::npos) {
+        throw Failure{"bad label: expected at most 64 printable characters", "bad_label"};
+    }
+}
+
+std::unique_ptr<Store> open(const std::string& url_text, bool create) {
+    DatabaseUrl url;
+    std::string err;
+    if (!parse_database_url(url_text, &url, &err)) throw Failure{"--database: " + err, "bad_database"};
+    try {
+        auto store = open_store(url, create);
+        if (!create) store->require_current_schema();
+        return store;
+    } catch (const DbError& e) {
+        throw Failure{e.what(), "database"};
+    }
+}
+
+json code_json(const CodeInfo& c) {
+    return json{{"id", c.id}, {"user", c.user_id}, {"code", c.code}, {"label", c.label},
+                {"created_at", c.created_at}};
+}
+
+json reward_json(const RewardInfo& w) {
+    GrantKind kind = w.kind == "credit" ? GrantKind::credit : GrantKind::trial_days;
+    json j{{"id", w.id},
+           {"user", w.user_id},
+           {"referral_type", w.referral_type},
+           {"role", w.role},
+           {"referred_user", w.referred_user_id},
+           {"kind", w.kind},
+           {"amount", w.amount},
+           {"currency", w.currency.empty() ? json(nullptr) : json(w.currency)},
+           {"label", reward_label(kind, w.amount, w.currency)},
+           {"date_credited", w.date_credited},
+           {"redeemed", w.redeemed},
+           {"date_redeemed", w.date_redeemed.empty() ? json(nullptr) : json(w.date_redeemed)}};
+    return j;
+}
+
+std::string pad(const std::string& s, std::size_t width) {
+    // Widths count bytes; labels with a multi-byte symbol get one extra.
+    std::size_t visible = 0;
+    for (unsigned char c : s) visible += (c & 0xc0) != 0x80;
+    return s + std::string(width > visible ? width - visible : 1, ' ');
+}
+
+// ------------------------------------------------------------ commands
+
+int cmd_migrate(const std::string& db) {
+    auto store = open(db, true);
+    int before;
+    try {
+        before = store->migrate();
+    } catch (const DbError& e) {
+        throw Failure{std::string("migration failed: ") + e.what(), "database"};
+    }
+    int after = store->schema_version();
+    if (g_json) {
+        print_json({{"previous_version", before}, {"version", after}, {"changed", before != after}});
+    } else if (before == after) {
+        std::cout << "schema already at version " << after << ", nothing to do\n";
+    } else {
+        std::cout << "schema migrated from version " << before << " to " << after << "\n";
+    }
+    return 0;
+}
+
+int cmd_code_create(const std::string& db, const std::string& user, const std::string& label) {
+    check_user(user);
+    check_label(label);
+    auto store = open(db, false);
+    bool created = false;
+    CodeInfo c;
+    try {
+        store->begin();
+        c = ensure_code(*store, user, label, now_text(), &created);
+        store->commit();
+    } catch (const DbError& e) {
+        store->rollback();
+        throw Failure{e.what(), "database"};
+    }
+    if (g_json) {
+        json j = code_json(c);
+        j["created"] = created;
+        print_json(j);
+    } else {
+        std::cout << c.code << "\n";
+    }
+    return 0;
+}
+
+int cmd_code_show(const std::string& db, const std::string& user) {
+    check_user(user);
+    auto store = open(db, false);
+    auto codes = store->codes(user);
+    if (codes.empty()) {
+        throw Failure{"user " + user + " has no referral code (create one with `referralctl code create --user " +
+                          user + "`)",
+                      "unknown_user"};
+    }
+    if (g_json) {
+        json arr = json::array();
+        for (const auto& c : codes) arr.push_back(code_json(c));
+        print_json({{"user", user}, {"codes", arr}});
+        return 0;
+    }
+    std::cout << pad("CODE", 42) << pad("LABEL", 20) << "CREATED\n";
+    for (const auto& c : codes) {
+        std::cout << pad(c.code, 42) << pad(c.label.empty() ? "(primary)" : c.label, 20) << c.created_at << "\n";
+    }
+    return 0;
+}
+
+int cmd_rewards(const std::string& db, const std::string& user) {
+    check_user(user);
+    auto store = open(db, false);
+    if (!store->user_known(user)) throw Failure{"unknown user " + user, "unknown_user"};
+    auto rewards = store->rewards(user);
+    if (g_json) {
+        json arr = json::array();
+        for (const auto& w : rewards) arr.push_back(reward_json(w));
+        print_json({{"user", user}, {"rewards", arr}});
+        return 0;
+    }
+    if (rewards.empty()) {
+        std::cout << "user " << user << " has no rewards yet\n";
+        return 0;
+    }
+    std::cout << pad("ID", 8) << pad("REWARD", 22) << pad("FOR", 40) << pad("CREDITED", 22) << "REDEEMED\n";
+    for (const auto& w : rewards) {
+        GrantKind kind = w.kind == "credit" ? GrantKind::credit : GrantKind::trial_days;
+        std::string why = w.role == "referrer" ? "referring " + w.referred_user_id : "joining through a referral";
+        std::cout << pad(std::to_string(w.id), 8) << pad(reward_label(kind, w.amount, w.currency), 22)
+                  << pad(why + " (" + w.referral_type + ")", 40) << pad(w.date_credited, 22)
+                  << (w.redeemed ? "yes, " + w.date_redeemed : std::string("no")) << "\n";
+    }
+    return 0;
+}
+
+int cmd_redeem(const std::string& db, const std::string& id_text) {
+    std::int64_t id;
+    if (!parse_int64(id_text, &id) || id <= 0) {
+        throw Failure{"bad reward id \"" + clean_text(id_text, 40) + "\": expected a positive integer",
+                      "bad_id"};
+    }
+    auto store = open(db, false);
+    bool done;
+    try {
+        done = store->redeem(id, now_text());
+    } catch (const DbError& e) {
+        throw Failure{e.what(), "database"};
+    }
+    auto w = store->reward(id);
+    if (!w) throw Failure{"no reward with id " + std::to_string(id), "unknown_reward"};
+    GrantKind kind = w->kind == "credit" ? GrantKind::credit : GrantKind::trial_days;
+    std::string label = reward_label(kind, w->amount, w->currency);
+    if (!done) {
+        Failure f{"reward " + std::to_string(id) + " (" + label + " for " + w->user_id +
+                      ") was already redeemed on " + w->date_redeemed,
+                  "already_redeemed"};
+        f.extra = reward_json(*w);
+        throw f;
+    }
+    if (g_json) {
+        print_json(reward_json(*w));
+    } else {
+        std::cout << "redeemed reward " << id << ": " << label << " for " << w->user_id << " on "
+                  << w->date_redeemed << "\n";
+    }
+    return 0;
+}
+
+int cmd_stats(const std::string& db) {
+    auto store = open(db, false);
+    auto rows = store->stats();
+    if (g_json) {
+        json arr = json::array();
+        for (const auto& s : rows) {
+            arr.push_back({{"user", s.user_id}, {"codes", s.codes}, {"clicks", s.clicks}, {"signups", s.signups},
+                           {"subscriptions", s.subscriptions}, {"rewards", s.rewards}});
+        }
+        print_json({{"referrers", arr}});
+        return 0;
+    }
+    if (rows.empty()) {
+        std::cout << "no referral activity yet\n";
+        return 0;
+    }
+    std::cout << pad("REFERRER", 30) << pad("CLICKS", 10) << pad("SIGNUPS", 10) << pad("SUBSCRIPTIONS", 15)
+              << "REWARDS\n";
+    for (const auto& s : rows) {
+        std::cout << pad(s.user_id, 30) << pad(std::to_string(s.clicks), 10) << pad(std::to_string(s.signups), 10)
+                  << pad(std::to_string(s.subscriptions), 15) << s.rewards << "\n";
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"referralctl: the referral program's database, from the command line"};
+    app.require_subcommand(1);
+    app.fallthrough();
+    std::string database, user, label, reward_id;
+    app.add_option("--database", database,
+                   "sqlite:///path/file.db, a plain path, or postgresql://... (default: $REFERRAL_DATABASE)");
+    app.add_flag("--json", g_json, "print JSON");
+
+    auto* migrate = app.add_subcommand("migrate", "create or upgrade the schema");
+    auto* code = app.add_subcommand("code", "a user's referral codes");
+    code->require_subcommand(1);
+    auto* code_create = code->add_subcommand("create", "print the user's code for a label, creating it when missing");
+    code_create->add_option("--user", user, "the application's user id")->required();
+    code_create->add_option("--label", label, "e.g. a channel; empty: the primary code");
+    auto* code_show = code->add_subcommand("show", "the user's codes");
+    code_show->add_option("--user", user, "the application's user id")->required();
+    auto* rewards = app.add_subcommand("rewards", "what a user earned");
+    rewards->add_option("--user", user, "the application's user id")->required();
+    auto* redeem = app.add_subcommand("redeem", "mark a reward redeemed");
+    redeem->add_option("REWARD_ID", reward_id, "the reward's id")->required();
+    auto* stats = app.add_subcommand("stats", "per referrer: clicks, signups, subscriptions, rewards");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e);
+        return rc == 0 ? 0 : 2;
+    }
+    if (database.empty()) {
+        const char* env = std::getenv("REFERRAL_DATABASE");
+        database = env && *env ? env : Config().database;
+    }
+    try {
+        if (migrate->parsed()) return cmd_migrate(database);
+        if (code_create->parsed()) return cmd_code_create(database, user, label);
+        if (code_show->parsed()) return cmd_code_show(database, user);
+        if (rewards->parsed()) return cmd_rewards(database, user);
+        if (redeem->parsed()) return cmd_redeem(database, reward_id);
+        if (stats->parsed()) return cmd_stats(database);
+    } catch (const Failure& f) {
+        std::fprintf(stderr, "referralctl: %s\n", f.message.c_str());
+        if (g_json) {
+            json j{{"error", f.message}, {"reason", f.reason}};
+            if (!f.extra.empty()) j["reward"] = f.extra;
+            print_json(j);
+        }
+        return 1;
+    } catch (const DbError& e) {
+        std::fprintf(stderr, "referralctl: %s\n", e.what());
+        if (g_json) print_json({{"error", e.what()}, {"reason", "database"}});
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "referralctl: %s\n", e.what());
+        if (g_json) print_json({{"error", e.what()}, {"reason", "internal"}});
+        return 1;
+    }
+    return 2;
+}

@@ -1,0 +1,221 @@
+// SQLite: WAL, a busy timeout, statements prepared once and reused.
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "worker/db.h"
+
+namespace referral::worker {
+namespace {
+
+bool transient_code(int rc) noexcept {
+    switch (rc & 0xff) {
+        case SQLITE_CONSTRAINT:
+        case SQLITE_MISMATCH:
+        case SQLITE_TOOBIG:
+        case SQLITE_RANGE:
+            return false;
+        default:
+            return true;  // BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY, ...
+    }
+}
+
+// "$1" -> "?1": one SQL text serves both backends.
+std::string to_sqlite_placeholders(const char* sql) {
+    std::string s(sql);
+    for (auto& c : s) {
+        if (c == '$') c = '?';
+    }
+    return s;
+}
+
+class SqliteDb final : public Db {
+public:
+    SqliteDb(const std::string& path, bool create) : path_(path) {
+        if (!create) {
+            struct stat st;
+            if (stat(path.c_str(), &st) != 0 && errno == ENOENT) {
+                throw DbError("SQLite database " + path +
+                                  " does not exist: run `referralctl migrate` to create it",
+                              false);
+            }
+        }
+        int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+        int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+        if (rc != SQLITE_OK) {
+            std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+            sqlite3_close_v2(db_);
+            db_ = nullptr;
+            throw DbError("cannot open SQLite database " + path + ": " + msg, transient_code(rc));
+        }
+        sqlite3_extended_result_codes(db_, 1);
+        sqlite3_busy_timeout(db_, 5000);
+        // WAL: readers (referralctl, the application) never block the
+        // worker. synchronous=FULL: a committed batch survives a power cut
+        // before its entries are acknowledged in Redis.
+        exec_script(
+            "PRAGMA journal_mode=WAL;"
+            "PRAGMA synchronous=FULL;"
+            "PRAGMA foreign_keys=ON;"
+            "PRAGMA cache_size=-65536;"
+            "PRAGMA temp_store=MEMORY;");
+    }
+
+    ~SqliteDb() override {
+        for (auto* st : stmts_) sqlite3_finalize(st);
+        sqlite3_close_v2(db_);
+    }
+
+    const char* backend() const noexcept override { return "sqlite"; }
+
+    Rows query(int id, const char* sql, std::initializer_list<Param> params) override {
+        sqlite3_stmt* st = prepare(id, sql);
+        bind(st, params);
+        Rows rows;
+        for (;;) {
+            int rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW) {
+                int n = sqlite3_column_count(st);
+                Row row;
+                row.reserve(static_cast<std::size_t>(n));
+                for (int i = 0; i < n; i++) {
+                    if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+                        row.emplace_back(std::nullopt);
+                    } else {
+                        const unsigned char* t = sqlite3_column_text(st, i);
+                        row.emplace_back(std::string(reinterpret_cast<const char*>(t),
+                                                     static_cast<std::size_t>(sqlite3_column_bytes(st, i))));
+                    }
+                }
+                rows.push_back(std::move(row));
+                continue;
+            }
+            finish(st, rc);
+            return rows;
+        }
+    }
+
+    std::int64_t exec(int id, const char* sql, std::initializer_list<Param> params) override {
+        sqlite3_stmt* st = prepare(id, sql);
+        bind(st, params);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        }
+        finish(st, rc);
+        return sqlite3_changes(db_);
+    }
+
+    void exec_script(const std::string& sql) override {
+        char* err = nullptr;
+        int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+        if (rc != SQLITE_OK) {
+            std::string msg = err ? err : sqlite3_errstr(rc);
+            sqlite3_free(err);
+            throw DbError("SQLite: " + msg, transient_code(rc));
+        }
+    }
+
+    void begin() override { exec(kBegin, "BEGIN IMMEDIATE", {}); }
+    void commit() override { exec(kCommit, "COMMIT", {}); }
+    void rollback() noexcept override {
+        if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+
+    void add_click(const ClickRow& r) override {
+        sqlite3_stmt* st = prepare(kClick,
+            "INSERT INTO referral_response (event_id, referral_id, action, visitor_id, ip,"
+            " user_agent, target, referer, host, created_at)"
+            " VALUES ($1, $2, 'click', $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (event_id) DO NOTHING");
+        bind(st, {Param::Text(r.event_id), Param::Int(r.referral_id), Param::OptText(r.visitor_id),
+                  Param::OptText(r.ip), Param::OptText(r.user_agent), Param::OptText(r.target),
+                  Param::OptText(r.referer), Param::OptText(r.host), Param::Text(r.created_at)});
+        int rc = sqlite3_step(st);
+        finish(st, rc);
+        inserted_ += sqlite3_changes(db_);
+    }
+
+    std::int64_t flush_clicks() override {
+        std::int64_t n = inserted_;
+        inserted_ = 0;
+        return n;
+    }
+
+    std::string iso(const std::string& column) const override {
+        return "strftime('%Y-%m-%dT%H:%M:%SZ', " + column + ")";
+    }
+
+private:
+    static constexpr int kBegin = 1000, kCommit = 1001, kClick = 1002;
+
+    sqlite3_stmt* prepare(int id, const char* sql) {
+        std::size_t i = static_cast<std::size_t>(id);
+        if (i >= stmts_.size()) stmts_.resize(i + 1, nullptr);
+        if (stmts_[i]) return stmts_[i];
+        std::string text = to_sqlite_placeholders(sql);
+        sqlite3_stmt* st = nullptr;
+        int rc = sqlite3_prepare_v3(db_, text.c_str(), static_cast<int>(text.size()),
+                                    SQLITE_PREPARE_PERSISTENT, &st, nullptr);
+        if (rc != SQLITE_OK) {
+            throw DbError(std::string("SQLite: cannot prepare statement: ") + sqlite3_errmsg(db_),
+                          true);
+        }
+        stmts_[i] = st;
+        return st;
+    }
+
+    void bind(sqlite3_stmt* st, std::initializer_list<Param> params) {
+        int i = 1;
+        for (const Param& p : params) {
+            int rc;
+            switch (p.kind) {
+                case Param::text:
+                    rc = sqlite3_bind_text(st, i, p.s.data(), static_cast<int>(p.s.size()), SQLITE_STATIC);
+                    break;
+                case Param::integer:
+                    rc = sqlite3_bind_int64(st, i, p.i);
+                    break;
+                default:
+                    rc = sqlite3_bind_null(st, i);
+            }
+            if (rc != SQLITE_OK) {
+                sqlite3_reset(st);
+                throw DbError(std::string("SQLite: cannot bind a parameter: ") + sqlite3_errmsg(db_),
+                              false);
+            }
+            i++;
+        }
+    }
+
+    void finish(sqlite3_stmt* st, int rc) {
+        if (rc == SQLITE_DONE) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+        std::string msg = sqlite3_errmsg(db_);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        throw DbError("SQLite: " + msg, transient_code(rc));
+    }
+
+    std::string path_;
+    sqlite3* db_ = nullptr;
+    std::vector<sqlite3_stmt*> stmts_;
+    std::int64_t inserted_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Db> open_sqlite(const std::string& path, bool create) {
+    return std::make_unique<SqliteDb>(path, create);
+}
+
+std::unique_ptr<Db> open_db(const DatabaseUrl& url, bool create) {
+    if (url.kind == DbKind::sqlite) return open_sqlite(url.target, create);
+    return open_postgres(url.target);
+}
+
+}  // namespace referral::worker

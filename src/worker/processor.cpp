@@ -1,0 +1,315 @@
+#include "worker/processor.h"
+
+#include <cstring>
+
+#include "core/code.h"
+#include "core/event.h"
+#include "core/random.h"
+#include "worker/util.h"
+
+namespace referral::worker {
+
+// ------------------------------------------------------------- parsing
+
+namespace {
+
+enum FieldId { fV, fId, fType, fTs, fCode, fVisitor, fFirstTs, fIp, fUa, fUrl, fReferer, fHost,
+               fAction, fUser, fAmount, fCurrency, fOrder, fCount };
+
+int field_id(std::string_view n) noexcept {
+    switch (n.size()) {
+        case 1: return n == "v" ? fV : -1;
+        case 2: return n == "id" ? fId : n == "ts" ? fTs : n == "ip" ? fIp : n == "ua" ? fUa : -1;
+        case 3: return n == "url" ? fUrl : -1;
+        case 4: return n == "type" ? fType : n == "code" ? fCode : n == "host" ? fHost : n == "user" ? fUser : -1;
+        case 5: return n == "order" ? fOrder : -1;
+        case 6: return n == "action" ? fAction : n == "amount" ? fAmount : -1;
+        case 7: return n == "visitor" ? fVisitor : n == "referer" ? fReferer : -1;
+        case 8: return n == "first_ts" ? fFirstTs : n == "currency" ? fCurrency : -1;
+        default: return -1;
+    }
+}
+
+const char* const kFieldNames[fCount] = {"v", "id", "type", "ts", "code", "visitor", "first_ts", "ip",
+                                          "ua", "url", "referer", "host", "action", "user", "amount",
+                                          "currency", "order"};
+
+std::string quoted(std::string_view v) {
+    std::string s = clean_text(v, 40);
+    if (v.size() > 40) s += "...";
+    return "\"" + s + "\"";
+}
+
+bool is_action(std::string_view a) noexcept {
+    if (a.empty() || a.size() > kActionMaxLen) return false;
+    for (char c : a) {
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string parse_event(const std::vector<Field>& fields, Event* out) {
+    std::string_view f[fCount];
+    bool seen[fCount] = {};
+    for (const Field& x : fields) {
+        int id = field_id(x.name);
+        if (id < 0) continue;  // fields of a later minor revision are ignored
+        if (seen[id]) return std::string("duplicate field ") + kFieldNames[id];
+        seen[id] = true;
+        f[id] = x.value;
+    }
+    for (int id : {fV, fId, fType, fTs, fCode}) {
+        if (!seen[id]) return std::string("missing field ") + kFieldNames[id];
+    }
+    if (f[fV] != "1") return "unsupported schema version " + quoted(f[fV]);
+    if (!is_id(f[fId])) return "bad id " + quoted(f[fId]);
+    Event& e = *out;
+    e = Event();
+    e.id = f[fId];
+    e.type = f[fType];
+    bool click = e.type == "click";
+    if (!click && e.type != "conversion") return "unknown type " + quoted(f[fType]);
+    if (!parse_int64(f[fTs], &e.ts) || e.ts <= 0) return "bad ts " + quoted(f[fTs]);
+    e.code = f[fCode];
+    if (click ? !is_valid_code(e.code) : (!e.code.empty() && !is_valid_code(e.code)))
+        return "bad code " + quoted(f[fCode]);
+    e.visitor = f[fVisitor];
+    if (!e.visitor.empty() && !is_id(e.visitor)) return "bad visitor " + quoted(f[fVisitor]);
+    if (!f[fFirstTs].empty() && (!parse_int64(f[fFirstTs], &e.first_ts) || e.first_ts < 0))
+        return "bad first_ts " + quoted(f[fFirstTs]);
+    if (!click) {
+        if (!seen[fAction]) return "missing field action";
+        if (!seen[fUser]) return "missing field user";
+        e.action = f[fAction];
+        if (!is_action(e.action)) return "bad action " + quoted(f[fAction]);
+        e.user = f[fUser];
+        if (!is_token(e.user, kUserMaxLen)) return "bad user " + quoted(f[fUser]);
+        if (!f[fAmount].empty()) {
+            std::int64_t a;
+            if (!parse_int64(f[fAmount], &a)) return "bad amount " + quoted(f[fAmount]);
+            e.amount = a;
+        }
+        e.currency = f[fCurrency];
+        if (!e.currency.empty()) {
+            bool ok = e.currency.size() == 3;
+            for (char c : e.currency) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'));
+            if (!ok) return "bad currency " + quoted(f[fCurrency]);
+        }
+        e.order = f[fOrder];
+        if (!e.order.empty() && !is_token(e.order, kOrderMaxLen)) return "bad order " + quoted(f[fOrder]);
+    }
+    e.ip = clean_text(f[fIp], kIpMaxLen);
+    e.ua = clean_text(f[fUa], kUaMaxLen);
+    e.url = clean_text(f[fUrl], kUrlMaxLen);
+    e.referer = clean_text(f[fReferer], kRefererMaxLen);
+    e.host = clean_text(f[fHost], kHostMaxLen);
+    e.created_at = format_db_time(e.ts);
+    return std::string();
+}
+
+// ------------------------------------------------------------ counters
+
+void Counters::add(const Counters& o) {
+    events += o.events;
+    clicks += o.clicks;
+    conversions += o.conversions;
+    duplicates += o.duplicates;
+    unknown_code += o.unknown_code;
+    linked += o.linked;
+    self_referral += o.self_referral;
+    double_referral += o.double_referral;
+    out_of_window += o.out_of_window;
+    responses += o.responses;
+    rewards += o.rewards;
+    capped += o.capped;
+    codes_created += o.codes_created;
+    dead += o.dead;
+}
+
+bool Counters::any() const { return events || dead; }
+
+std::string Counters::describe() const {
+    std::string s;
+    auto add = [&](const char* name, std::int64_t v) {
+        if (!s.empty()) s += ", ";
+        s += name;
+        s += "=";
+        s += std::to_string(v);
+    };
+    add("events", events);
+    add("clicks", clicks);
+    add("conversions", conversions);
+    add("duplicates", duplicates);
+    add("unknown_code", unknown_code);
+    add("linked", linked);
+    add("self_referral", self_referral);
+    add("double_referral", double_referral);
+    add("out_of_window", out_of_window);
+    add("responses", responses);
+    add("rewards", rewards);
+    add("capped", capped);
+    add("codes_created", codes_created);
+    add("dead", dead);
+    return s;
+}
+
+// ------------------------------------------------------------ applying
+
+void Processor::forget() {
+    codes_.clear();
+    owners_.clear();
+    pending_clicks_ = 0;
+}
+
+std::optional<ReferralRef> Processor::lookup_code(Store& store, std::string_view code) {
+    std::string key(code);
+    auto it = codes_.find(key);
+    if (it != codes_.end()) return it->second;
+    auto ref = store.find_code(code);
+    if (!ref) return std::nullopt;  // unknown codes are not cached: one may be created later
+    if (codes_.size() > 200000) codes_.clear();
+    codes_.emplace(std::move(key), *ref);
+    return ref;
+}
+
+std::string Processor::owner_of(Store& store, std::int64_t referral_id) {
+    auto it = owners_.find(referral_id);
+    if (it != owners_.end()) return it->second;
+    auto ref = store.find_referral(referral_id);
+    std::string owner = ref ? ref->user_id : std::string();
+    if (owners_.size() > 200000) owners_.clear();
+    owners_.emplace(referral_id, owner);
+    return owner;
+}
+
+void Processor::apply(Store& store, const Event& ev, Counters* c) {
+    c->events++;
+    if (ev.type == "click") {
+        apply_click(store, ev, c);
+    } else {
+        apply_conversion(store, ev, c);
+    }
+}
+
+void Processor::flush(Store& store, Counters* c) {
+    std::int64_t stored = store.flush_clicks();
+    c->clicks += stored;
+    c->duplicates += pending_clicks_ - stored;
+    pending_clicks_ = 0;
+}
+
+void Processor::apply_click(Store& store, const Event& ev, Counters* c) {
+    auto ref = lookup_code(store, ev.code);
+    if (!ref) {
+        c->unknown_code++;
+        return;
+    }
+    ClickRow row;
+    row.event_id = ev.id;
+    row.referral_id = ref->id;
+    row.visitor_id = ev.visitor;
+    row.ip = ev.ip;
+    row.user_agent = ev.ua;
+    row.target = ev.url;
+    row.referer = ev.referer;
+    row.host = ev.host;
+    row.created_at = ev.created_at;
+    store.add_click(row);
+    pending_clicks_++;
+}
+
+void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
+    // Clicks before this conversion go first (PostgreSQL defers them).
+    flush(store, c);
+    if (!store.mark_event(ev.id, ev.created_at)) {
+        c->duplicates++;
+        return;
+    }
+    c->conversions++;
+    const std::string_view at = ev.created_at;
+    UserState user = store.get_user(ev.user);
+
+    if (ev.action == "signup") {
+        if (!user.exists) store.ensure_user(ev.user, at);
+        if (!store.has_code(ev.user)) {
+            bool created = false;
+            ensure_code(store, ev.user, "", at, &created);
+            if (created) c->codes_created++;
+        }
+        if (!ev.code.empty()) {
+            auto ref = lookup_code(store, ev.code);
+            std::int64_t attributed = ev.first_ts > 0 ? ev.first_ts : ev.ts;
+            if (!ref) {
+                c->unknown_code++;
+            } else if (ref->user_id == ev.user) {
+                c->self_referral++;
+            } else if (user.referral_id) {
+                c->double_referral++;
+            } else if (ev.ts - attributed > window_ms_) {
+                c->out_of_window++;
+            } else if (store.link_user(ev.user, ref->id, at)) {
+                user.referral_id = ref->id;
+                c->linked++;
+            } else {
+                c->double_referral++;  // linked meanwhile by another worker
+                user = store.get_user(ev.user);
+            }
+        }
+    } else if (ev.action == "subscribe" || ev.action == "unsubscribe") {
+        store.ensure_user(ev.user, at);
+        store.set_plan(ev.user, ev.action == "subscribe" ? "paid" : "free");
+    }
+
+    if (!user.referral_id) return;
+    ResponseRow row;
+    row.event_id = ev.id;
+    row.referral_id = *user.referral_id;
+    row.action = ev.action;
+    row.visitor_id = ev.visitor;
+    row.user_id = ev.user;
+    row.ip = ev.ip;
+    row.user_agent = ev.ua;
+    row.target = ev.url;
+    row.referer = ev.referer;
+    row.host = ev.host;
+    row.amount = ev.amount;
+    row.currency = ev.currency;
+    row.order_id = ev.order;
+    row.created_at = at;
+    auto response = store.insert_response(row);
+    if (!response) return;
+    c->responses++;
+
+    std::string referrer;
+    for (const RewardRule& rule : rules_) {
+        if (rule.action != ev.action) continue;
+        if (referrer.empty()) referrer = owner_of(store, *user.referral_id);
+        if (referrer.empty()) return;
+        // The referrer's plan at this moment, their row locked so that two
+        // workers cannot both pass the cap.
+        std::string plan = store.lock_plan(referrer, at);
+        if (!rule_applies(rule, ev.action, plan)) continue;
+        if (rule.cap >= 0 && store.count_referrer_rewards(rule.name, referrer) >= rule.cap) {
+            c->capped++;
+            continue;
+        }
+        RewardRow r;
+        r.referral_type = rule.name;
+        r.user_id = referrer;
+        r.role = "referrer";
+        r.referred_user_id = ev.user;
+        r.response_id = *response;
+        r.grant = &rule.referrer;
+        r.date_credited = at;
+        if (!store.insert_reward(r)) continue;  // this rule already paid for this friend
+        r.user_id = ev.user;
+        r.role = "referee";
+        r.grant = &rule.referee;
+        store.insert_reward(r);
+        c->rewards++;
+    }
+}
+
+}  // namespace referral::worker

@@ -1,0 +1,84 @@
+// What events do (SPEC "What events do"): validation of a stream entry,
+// then its effect on the main database inside the batch's transaction.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "worker/config.h"
+#include "worker/store.h"
+
+namespace referral::worker {
+
+struct Field {
+    std::string_view name, value;
+};
+
+// A validated event (schema version 1). Views point into the stream
+// entry; the cleaned texts are owned.
+struct Event {
+    std::string_view id, type, code, visitor;
+    std::int64_t ts = 0;
+    std::int64_t first_ts = 0;  // 0: none
+    std::string ip, ua, url, referer, host;
+    // conversions
+    std::string_view action, user, currency, order;
+    std::optional<std::int64_t> amount;
+    std::string created_at;  // ts as database text
+};
+
+// Empty string when the entry is a valid event (filled into *out); else
+// why it can never be applied ("missing field id", "unknown type \"x\"", ...).
+std::string parse_event(const std::vector<Field>& fields, Event* out);
+
+struct Counters {
+    std::int64_t events = 0;         // applied (valid) events, duplicates included
+    std::int64_t clicks = 0;         // click responses stored
+    std::int64_t conversions = 0;    // conversion events applied
+    std::int64_t duplicates = 0;     // events seen before (same id)
+    std::int64_t unknown_code = 0;   // clicks and signups with a code nobody owns
+    std::int64_t linked = 0;         // referred users linked to their referrer
+    std::int64_t self_referral = 0;
+    std::int64_t double_referral = 0;
+    std::int64_t out_of_window = 0;
+    std::int64_t responses = 0;      // conversion responses stored
+    std::int64_t rewards = 0;        // rewarded referrals (both sides credited)
+    std::int64_t capped = 0;         // rule matched but the referrer's cap was reached
+    std::int64_t codes_created = 0;
+    std::int64_t dead = 0;           // entries sent to the dead stream
+
+    void add(const Counters& o);
+    bool any() const;
+    std::string describe() const;
+};
+
+class Processor {
+public:
+    Processor(std::vector<RewardRule> rules, std::int64_t window_ms)
+        : rules_(std::move(rules)), window_ms_(window_ms) {}
+
+    // Applies one event inside the current transaction.
+    void apply(Store& store, const Event& ev, Counters* c);
+    // Pending click rows reference events: call before the events go away.
+    void flush(Store& store, Counters* c);
+    // After a rollback: forget what was learnt inside the transaction.
+    void forget();
+
+private:
+    std::optional<ReferralRef> lookup_code(Store& store, std::string_view code);
+    std::string owner_of(Store& store, std::int64_t referral_id);
+    void apply_click(Store& store, const Event& ev, Counters* c);
+    void apply_conversion(Store& store, const Event& ev, Counters* c);
+
+    std::vector<RewardRule> rules_;
+    std::int64_t window_ms_;
+    std::int64_t pending_clicks_ = 0;
+    // Codes and owners never change once created: safe to cache.
+    std::unordered_map<std::string, ReferralRef> codes_;
+    std::unordered_map<std::int64_t, std::string> owners_;
+};
+
+}  // namespace referral::worker

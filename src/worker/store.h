@@ -1,0 +1,135 @@
+// The main database as the worker and referralctl see it: the schema and
+// its migrations, and every query, written once for SQLite and PostgreSQL.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "worker/config.h"
+#include "worker/db.h"
+
+namespace referral::worker {
+
+constexpr int kSchemaVersion = 1;
+
+struct ReferralRef {
+    std::int64_t id = 0;
+    std::string user_id;  // the owner, the referrer
+};
+
+struct UserState {
+    bool exists = false;
+    std::optional<std::int64_t> referral_id;  // who referred them
+    std::string plan = "free";
+};
+
+struct ResponseRow {
+    std::string_view event_id;
+    std::int64_t referral_id = 0;
+    std::string_view action, visitor_id, user_id, ip, user_agent, target, referer, host;
+    std::optional<std::int64_t> amount;
+    std::string_view currency, order_id;
+    std::string_view created_at;
+};
+
+struct RewardRow {
+    std::string_view referral_type, user_id, role, referred_user_id;
+    std::int64_t response_id = 0;
+    const Grant* grant = nullptr;
+    std::string_view date_credited;
+};
+
+struct CodeInfo {
+    std::int64_t id = 0;
+    std::string user_id, code, label, created_at;
+};
+
+struct RewardInfo {
+    std::int64_t id = 0;
+    std::string referral_type, user_id, role, referred_user_id, kind, currency;
+    std::int64_t amount = 0;
+    std::int64_t response_id = 0;
+    std::string date_credited, date_redeemed;  // ISO 8601; date_redeemed empty when not
+    bool redeemed = false;
+};
+
+struct StatsRow {
+    std::string user_id;
+    std::int64_t codes = 0, clicks = 0, signups = 0, subscriptions = 0, rewards = 0;
+};
+
+class Store {
+public:
+    explicit Store(std::unique_ptr<Db> db) : db_(std::move(db)) {}
+    Db& db() { return *db_; }
+    const char* backend() const noexcept { return db_->backend(); }
+
+    // 0 when the schema does not exist yet.
+    int schema_version();
+    // Applies every missing migration in one transaction; returns the
+    // version found before.
+    int migrate();
+    // Throws DbError (not transient) with a message telling to run
+    // `referralctl migrate` when the schema is older (or newer) than this
+    // build's.
+    void require_current_schema();
+
+    void begin() { db_->begin(); }
+    void commit() { db_->commit(); }
+    void rollback() noexcept { db_->rollback(); }
+
+    // ---- the worker
+    std::optional<ReferralRef> find_code(std::string_view code);
+    std::optional<ReferralRef> find_referral(std::int64_t id);
+    void add_click(const ClickRow& row) { db_->add_click(row); }
+    std::int64_t flush_clicks() { return db_->flush_clicks(); }
+    // Records a conversion's event id; false when it was applied before.
+    bool mark_event(std::string_view event_id, std::string_view at);
+    // The response's id, or nullopt when a response with this event id exists.
+    std::optional<std::int64_t> insert_response(const ResponseRow& row);
+    UserState get_user(std::string_view user);
+    // Creates the user's row (free, not referred) unless it exists.
+    void ensure_user(std::string_view user, std::string_view at);
+    // Links a user who was not referred yet; false when already linked.
+    bool link_user(std::string_view user, std::int64_t referral_id, std::string_view at);
+    void set_plan(std::string_view user, std::string_view plan);
+    // The referrer's plan, with their row locked until the transaction ends
+    // (PostgreSQL: FOR UPDATE; SQLite holds the database write lock anyway),
+    // so caps hold with several workers.
+    std::string lock_plan(std::string_view user, std::string_view at);
+    bool has_code(std::string_view user);
+    // The new code's id, or nullopt when the code or (user, label) exists.
+    std::optional<std::int64_t> insert_code(std::string_view user, std::string_view code,
+                                            std::string_view label, std::string_view at);
+    std::int64_t count_referrer_rewards(std::string_view referral_type, std::string_view user);
+    // The reward's id, or nullopt when this rule already credited this role
+    // for this referred user.
+    std::optional<std::int64_t> insert_reward(const RewardRow& row);
+
+    // ---- referralctl
+    std::optional<CodeInfo> code_for(std::string_view user, std::string_view label);
+    std::vector<CodeInfo> codes(std::string_view user);
+    bool user_known(std::string_view user);
+    std::vector<RewardInfo> rewards(std::string_view user);
+    std::optional<RewardInfo> reward(std::int64_t id);
+    // True when it was not redeemed before (and now is).
+    bool redeem(std::int64_t id, std::string_view at);
+    std::vector<StatsRow> stats();
+
+private:
+    std::unique_ptr<Db> db_;
+};
+
+// Opens the database named by `url` and wraps it.
+std::unique_ptr<Store> open_store(const DatabaseUrl& url, bool create);
+
+// A code for `user` with `label`, creating it (40 random characters,
+// retried on collision) when missing. Sets *created. Runs inside the
+// caller's transaction.
+CodeInfo ensure_code(Store& store, std::string_view user, std::string_view label,
+                     std::string_view at, bool* created);
+
+}  // namespace referral::worker
