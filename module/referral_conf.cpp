@@ -204,11 +204,22 @@ bool is_attr_value(const ngx_str_t& s) {
     return true;
 }
 
-ngx_conf_enum_t attribution_values[] = {
-    {ngx_string("first"), static_cast<ngx_uint_t>(Attribution::first)},
-    {ngx_string("last"), static_cast<ngx_uint_t>(Attribution::last)},
-    {ngx_null_string, 0},
-};
+char* set_attribution(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
+    auto* lcf = static_cast<LocConf*>(conf);
+    if (lcf->attribution != NGX_CONF_UNSET_UINT) return const_cast<char*>("is duplicate");
+    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
+    if (value[1].len == 5 && ngx_strncmp(value[1].data, "first", 5) == 0) {
+        lcf->attribution = static_cast<ngx_uint_t>(Attribution::first);
+    } else if (value[1].len == 4 && ngx_strncmp(value[1].data, "last", 4) == 0) {
+        lcf->attribution = static_cast<ngx_uint_t>(Attribution::last);
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"referral_attribution\": expected first or last",
+                           &value[1]);
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    return NGX_CONF_OK;
+}
 
 }  // namespace
 
@@ -239,8 +250,7 @@ ngx_command_t commands[] = {
      ngx_conf_set_sec_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, window), nullptr},
     {ngx_string("referral_attribution"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_enum_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, attribution),
-     attribution_values},
+     set_attribution, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     {ngx_string("referral_conversion_header"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
      set_conversion_header, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
@@ -272,7 +282,9 @@ void* create_main_conf(ngx_conf_t* cf) noexcept {
 
 char* init_main_conf(ngx_conf_t* cf, void* conf) noexcept {
     auto* mcf = static_cast<MainConf*>(conf);
-    if (mcf->stream.data == nullptr) ngx_str_set(&mcf->stream, "referral:events");
+    if (mcf->stream.data == nullptr) {
+        ngx_str_set(&mcf->stream, "referral:events");  // a two-statement macro
+    }
     if (mcf->stream.len == 0 || mcf->stream.len > 256) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_stream\" key");
         return static_cast<char*>(NGX_CONF_ERROR);
@@ -344,7 +356,9 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
     ngx_conf_merge_uint_value(conf->attribution, prev->attribution,
                               static_cast<ngx_uint_t>(Attribution::first));
     if (conf->conversion_header.data == nullptr) conf->conversion_header = prev->conversion_header;
-    if (conf->conversion_header.data == nullptr) ngx_str_set(&conf->conversion_header, "X-Referral-Conversion");
+    if (conf->conversion_header.data == nullptr) {
+        ngx_str_set(&conf->conversion_header, "X-Referral-Conversion");
+    }
 
     if (!is_cookie_token(conf->cookie_name)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_cookie_name\" \"%V\"",
