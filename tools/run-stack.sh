@@ -14,7 +14,7 @@ pids=()
 stop() {
   trap - INT TERM EXIT
   echo; echo "stopping..."
-  [ -f "$RUN/nginx.pid" ] && kill -QUIT "$(cat "$RUN/nginx.pid")" 2>/dev/null || true
+  kill -QUIT "$(cat "$RUN/nginx.pid" 2>/dev/null)" 2>/dev/null || true
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
