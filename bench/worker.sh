@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# bench/worker.sh — how fast referral-worker drains click events.
+#
+# Fills a fresh Redis stream with 10 000, 100 000 and 1 000 000 click events
+# for one known code (fields exactly as the module writes them), then times
+# `referral-worker --once` draining them into SQLite and into PostgreSQL.
+# Prints events/s per size so the growth of the per-event cost is visible.
+#
+#   bench/worker.sh [SIZE...]          (default: 10000 100000 1000000)
+#   REFERRAL_BUILD_DIR=build-worker bench/worker.sh
+#   BENCH_BATCH=500                    (worker --batch)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${REFERRAL_BUILD_DIR:-$ROOT/build}
+WORKER=$BUILD/referral-worker
+CTL=$BUILD/referralctl
+BATCH=${BENCH_BATCH:-500}
+SIZES=("$@")
+[ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000 1000000)
+for bin in "$WORKER" "$CTL"; do
+  [ -x "$bin" ] || { echo "bench/worker.sh: $bin is missing: build first" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d /tmp/referral-bench-XXXXXX)
+chmod 777 "$TMP"
+REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PGUSER=$( [ "$(id -u)" -eq 0 ] && echo postgres || id -un )
+
+cleanup() {
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  [ -d "$TMP/pg" ] && as_pg "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$TMP" --daemonize yes --logfile "$TMP/redis.log" >/dev/null
+as_pg "$PGBIN/initdb" -D "$TMP/pg" -A trust -U "$PGUSER" --no-sync -E UTF8 >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$TMP/pg" -w -l "$TMP/pg.log" \
+  -o "-p $PG_PORT -k $TMP -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  start >/dev/null
+for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# N click events for CODE as one RESP stream for redis-cli --pipe.
+generate() { # N CODE
+  python3 - "$1" "$2" <<'PY'
+import os, sys
+n, code = int(sys.argv[1]), sys.argv[2].encode()
+out = sys.stdout.buffer
+def bulk(b): return b"$%d\r\n%s\r\n" % (len(b), b)
+ts = b"1764000000000"
+pre = b"*27\r\n" + bulk(b"XADD") + bulk(b"referral:events") + bulk(b"*") + bulk(b"v") + bulk(b"1") + bulk(b"id")
+mid = (bulk(b"type") + bulk(b"click") + bulk(b"ts") + bulk(ts) + bulk(b"code") + bulk(code) + bulk(b"visitor"))
+tail = (bulk(b"first_ts") + bulk(ts) + bulk(b"ip") + bulk(b"203.0.113.7") +
+        bulk(b"ua") + bulk(b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36") +
+        bulk(b"url") + bulk(b"/pricing?ref=" + code) + bulk(b"referer") + bulk(b"https://news.example.com/item?id=1") +
+        bulk(b"host") + bulk(b"www.example.com"))
+buf = []
+for i in range(n):
+    r = os.urandom(32).hex().encode()
+    buf.append(pre + bulk(r[:32]) + mid + bulk(r[32:]) + tail)
+    if len(buf) == 10000:
+        out.write(b"".join(buf)); buf = []
+out.write(b"".join(buf))
+PY
+}
+
+run_one() { # BACKEND N
+  local backend=$1 n=$2 db
+  if [ "$backend" = sqlite ]; then
+    rm -f "$TMP"/bench.db*
+    db="sqlite://$TMP/bench.db"
+  else
+    as_pg "$PGBIN/dropdb" --if-exists -h 127.0.0.1 -p "$PG_PORT" -U "$PGUSER" bench >/dev/null
+    as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PGUSER" bench
+    db="postgresql://$PGUSER@127.0.0.1:$PG_PORT/bench"
+  fi
+  "$CTL" --database "$db" migrate >/dev/null
+  local code
+  code=$("$CTL" --database "$db" code create --user bench-referrer)
+  redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
+  generate "$n" "$code" | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
+  local len
+  len=$(redis-cli -p "$REDIS_PORT" xlen referral:events)
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$WORKER" --once --redis "redis://127.0.0.1:$REDIS_PORT" --database "$db" --batch "$BATCH" 2>"$TMP/worker.log" \
+    || { cat "$TMP/worker.log" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  local stored
+  stored=$("$CTL" --json --database "$db" stats | python3 -c 'import json,sys; r=json.load(sys.stdin)["referrers"]; print(r[0]["clicks"] if r else 0)')
+  python3 - "$backend" "$len" "$t0" "$t1" "$stored" <<'PY'
+import sys
+backend, n, t0, t1, stored = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+s = t1 - t0
+print(f"{backend:<11} {n:>9} events  {s:8.2f} s  {n / s:>10,.0f} events/s  {s / n * 1e6:7.2f} us/event  stored {stored}")
+PY
+}
+
+echo "referral-worker --once, click events for one known code, batch $BATCH"
+for n in "${SIZES[@]}"; do
+  run_one sqlite "$n"
+  run_one postgresql "$n"
+done
