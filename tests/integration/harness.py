@@ -534,3 +534,96 @@ def reload_and_wait(nginx, timeout=20.0):
     ok = wait_until(lambda: (lambda now: now and not (now & old))(worker_pids(nginx)),
                     timeout=timeout)
     assert ok, f"old workers {old} still alive after reload:\n{nginx.log()[-3000:]}"
+
+
+# ---- worker helpers
+# Used by test_worker*.py and test_ctl*.py: a fresh main database on SQLite
+# or on a Postgres cluster, events as the module writes them, referralctl.
+
+import json as _json
+import sqlite3 as _sqlite3
+import uuid as _uuid
+
+
+class MainDb:
+    """A fresh, empty main database: a SQLite file, or a new database in a
+    running Postgres cluster. `query` returns rows as tuples of strings."""
+
+    def __init__(self, backend, tmpdir, pg=None):
+        self.backend = backend
+        if backend == "sqlite":
+            self.path = os.path.join(tmpdir, "main.db")
+            self.url = "sqlite://" + self.path
+        else:
+            name = "t_" + _uuid.uuid4().hex[:12]
+            pg.query(f"CREATE DATABASE {name}")
+            self.url = f"postgresql://{pg.user}@127.0.0.1:{pg.port}/{name}"
+
+    def query(self, sql):
+        if self.backend == "sqlite":
+            con = _sqlite3.connect(self.path, timeout=10)
+            try:
+                rows = con.execute(sql).fetchall()
+                con.commit()
+            finally:
+                con.close()
+            return [tuple("" if v is None else str(v) for v in r) for r in rows]
+        out = subprocess.run(["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+                              self.url, "-c", sql],
+                             check=True, capture_output=True, text=True).stdout
+        return [tuple(line.split("\t")) for line in out.splitlines() if line]
+
+    def count(self, sql):
+        return int(self.query(sql)[0][0])
+
+
+def ctl(db_url, *args, json_out=False, env=None, check=False):
+    """Runs referralctl; returns (exit status, stdout, stderr), stdout parsed
+    as JSON with json_out."""
+    argv = [CTL]
+    if db_url is not None:
+        argv += ["--database", db_url]
+    if json_out:
+        argv.append("--json")
+    argv += list(args)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                       env=env if env is not None else {k: v for k, v in os.environ.items()
+                                                        if k != "REFERRAL_DATABASE"})
+    if check and p.returncode != 0:
+        raise AssertionError(f"referralctl {args} failed ({p.returncode}): {p.stderr}")
+    out = p.stdout
+    if json_out and out.strip():
+        out = _json.loads(out)
+    return p.returncode, out, p.stderr
+
+
+def event_fields(type_="click", code="", id_=None, ts=None, first_ts=None, visitor=None,
+                 action=None, user=None, amount="", currency="", order="", **extra):
+    """The fields of one event exactly as the module writes them (schema 1)."""
+    ts = ts if ts is not None else int(time.time() * 1000)
+    fields = {
+        "v": "1",
+        "id": id_ or _uuid.uuid4().hex,
+        "type": type_,
+        "ts": str(ts),
+        "code": code,
+        "visitor": visitor if visitor is not None else (_uuid.uuid4().hex if code else ""),
+        "first_ts": str(first_ts if first_ts is not None else ts) if code else "",
+        "ip": "203.0.113.7",
+        "ua": "Mozilla/5.0 (test)",
+        "url": f"/?ref={code}" if code else "/",
+        "referer": "",
+        "host": "shop.example",
+    }
+    if type_ == "conversion":
+        fields.update({"action": action, "user": user, "amount": str(amount),
+                       "currency": currency, "order": order})
+    fields.update(extra)
+    return fields
+
+
+def xadd_args(stream, fields):
+    args = ["XADD", stream, "*"]
+    for k, v in fields.items():
+        args += [k, v]
+    return args

@@ -1,0 +1,546 @@
+"""referral-worker against real Redis, SQLite and PostgreSQL (SPEC "The
+worker and the main database"). Every scenario runs on both databases."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from harness import (WORKER, MainDb, Postgres, RedisServer, ctl, event_fields, xadd_args)
+
+DAY_MS = 86400 * 1000
+
+
+# ------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def redis():
+    r = RedisServer().start()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    p = Postgres().start()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def tmp():
+    d = tempfile.mkdtemp(prefix="referral-worker-test-")
+    os.chmod(d, 0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Env:
+    """One scenario: a migrated main database, a stream of its own on the
+    shared Redis, and helpers to send events and run the worker."""
+
+    def __init__(self, backend, redis, tmp, pg):
+        self.backend = backend
+        self.redis = redis
+        self.r = redis.client()
+        self.tmp = tmp
+        self.db = MainDb(backend, tmp, pg)
+        self.stream = "referral:events:" + uuid.uuid4().hex[:8]
+        self.group = "referral-workers"
+        ctl(self.db.url, "migrate", check=True)
+
+    # -- events
+    def send(self, *events):
+        self.r.pipeline([xadd_args(self.stream, e) for e in events])
+
+    def click(self, code, **kw):
+        e = event_fields("click", code=code, **kw)
+        self.send(e)
+        return e
+
+    def conversion(self, action, user, code="", **kw):
+        e = event_fields("conversion", code=code, action=action, user=user, **kw)
+        self.send(e)
+        return e
+
+    # -- the worker
+    def args(self, *extra, config=None):
+        a = [WORKER, "--redis", self.redis.url, "--stream", self.stream,
+             "--database", self.db.url]
+        if config is not None:
+            path = os.path.join(self.tmp, "worker-%s.toml" % uuid.uuid4().hex[:6])
+            with open(path, "w") as f:
+                f.write(config)
+            a = [WORKER, "--config", path, "--redis", self.redis.url, "--stream", self.stream,
+                 "--database", self.db.url]
+        return a + list(extra)
+
+    def drain(self, *extra, config=None, expect=0):
+        p = subprocess.run(self.args("--once", *extra, config=config), capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == expect, f"worker exited {p.returncode}:\n{p.stderr}"
+        return p.stderr
+
+    def start(self, *extra, config=None):
+        return subprocess.Popen(self.args(*extra, config=config), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+
+    # -- what is in the database
+    def code(self, user, label=None):
+        args = ["code", "create", "--user", user] + (["--label", label] if label else [])
+        return ctl(self.db.url, *args, check=True)[1].strip()
+
+    def responses(self, action=None):
+        where = f" WHERE action = '{action}'" if action else ""
+        return self.db.count("SELECT count(*) FROM referral_response" + where)
+
+    def rewards(self, user):
+        return self.db.query(
+            "SELECT referral_type, role, kind, amount, COALESCE(currency, ''), referred_user_id"
+            f" FROM referral_reward WHERE user_id = '{user}' ORDER BY id")
+
+    def referrer_of(self, user):
+        rows = self.db.query(
+            "SELECT r.user_id FROM referral_user u JOIN referral r ON r.id = u.referral_id"
+            f" WHERE u.user_id = '{user}'")
+        return rows[0][0] if rows else None
+
+    def plan(self, user):
+        rows = self.db.query(f"SELECT plan FROM referral_user WHERE user_id = '{user}'")
+        return rows[0][0] if rows else None
+
+    def pending(self):
+        return self.r.cmd("XPENDING", self.stream, self.group)[0]
+
+    def snapshot(self):
+        """Everything the worker writes, without generated ids and times."""
+        return {
+            "users": self.db.query(
+                "SELECT u.user_id, COALESCE(r.code, ''), u.plan FROM referral_user u"
+                " LEFT JOIN referral r ON r.id = u.referral_id ORDER BY u.user_id"),
+            "codes": self.db.query("SELECT user_id, label FROM referral ORDER BY user_id, label"),
+            "responses": self.db.query(
+                "SELECT event_id, action, COALESCE(user_id, '') FROM referral_response ORDER BY event_id"),
+            "rewards": self.db.query(
+                "SELECT referral_type, user_id, role, referred_user_id, kind, amount"
+                " FROM referral_reward ORDER BY referral_type, user_id, referred_user_id"),
+        }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request, redis, tmp):
+    pg = request.getfixturevalue("pg") if request.param == "postgresql" else None
+    e = Env(request.param, redis, tmp, pg)
+    yield e
+    e.r.close()
+
+
+def counts(log):
+    """The worker's last 'totals:' line as a dict."""
+    lines = [l for l in log.splitlines() if "totals:" in l]
+    assert lines, "no totals in the worker's log:\n" + log
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])}
+
+
+def rules(*blocks):
+    return "\n".join(blocks)
+
+
+def rule(name, action, plan, referrer, referee, cap=None):
+    def grant(g):
+        if g[0] == "credit":
+            return f'{{ kind = "credit", amount = {g[1]}, currency = "{g[2]}" }}'
+        return f'{{ kind = "trial_days", amount = {g[1]} }}'
+    text = (f'[[reward]]\nname = "{name}"\naction = "{action}"\nreferrer_plan = "{plan}"\n'
+            f"referrer = {grant(referrer)}\nreferee = {grant(referee)}\n")
+    if cap is not None:
+        text += f"cap = {cap}\n"
+    return text
+
+
+# ------------------------------------------------------------ scenarios
+
+def test_click_with_known_code_is_stored_unknown_code_counted(env):
+    code = env.code("alice")
+    e = env.click(code)
+    env.click("nobody-owns-this")
+    log = env.drain()
+    rows = env.db.query("SELECT r.user_id, x.action, x.event_id, x.visitor_id, x.target, x.ip"
+                        " FROM referral_response x JOIN referral r ON r.id = x.referral_id")
+    assert rows == [("alice", "click", e["id"], e["visitor"], e["url"], e["ip"])]
+    c = counts(log)
+    assert c["clicks"] == 1 and c["unknown_code"] == 1
+    assert env.pending() == 0
+
+
+def test_free_referrer_signup_gives_trial_days_to_both(env):
+    code = env.code("alice")
+    env.click(code)
+    env.conversion("signup", "bob", code)
+    log = env.drain()
+    assert env.referrer_of("bob") == "alice"
+    assert env.responses("signup") == 1
+    # bob got his own 40-character code
+    bob_codes = env.db.query("SELECT code FROM referral WHERE user_id = 'bob'")
+    assert len(bob_codes) == 1 and re.fullmatch(r"[A-Za-z0-9]{40}", bob_codes[0][0])
+    assert env.rewards("alice") == [("free-trial-extension", "referrer", "trial_days", "7", "", "bob")]
+    assert env.rewards("bob") == [("free-trial-extension", "referee", "trial_days", "7", "", "bob")]
+    assert counts(log)["linked"] == 1
+    rc, out, _ = ctl(env.db.url, "rewards", "--user", "alice")
+    assert rc == 0 and "7 extra trial days" in out
+
+
+def test_paid_referrer_and_friend_get_ten_dollars_when_friend_subscribes(env):
+    code = env.code("alice")
+    env.conversion("subscribe", "alice", amount=999, currency="usd", order="in_a")
+    env.conversion("signup", "bob", code)
+    env.drain()
+    assert env.plan("alice") == "paid"
+    assert env.rewards("alice") == []  # the trial rule is for free referrers
+    env.conversion("subscribe", "bob", code, amount=999, currency="usd", order="in_b")
+    env.drain()
+    assert env.plan("bob") == "paid"
+    assert env.rewards("alice") == [("give-10-get-10", "referrer", "credit", "1000", "usd", "bob")]
+    assert env.rewards("bob") == [("give-10-get-10", "referee", "credit", "1000", "usd", "bob")]
+    row = env.db.query("SELECT amount, currency, order_id FROM referral_response WHERE action = 'subscribe'")
+    assert row == [("999", "usd", "in_b")]
+    rc, out, _ = ctl(env.db.url, "rewards", "--user", "bob")
+    assert "$10.00 credit" in out
+
+
+def test_plan_at_the_moment_of_the_action(env):
+    code = env.code("alice")
+    for friend in ("f1", "f2"):
+        env.conversion("signup", friend, code)
+    env.conversion("subscribe", "alice")
+    env.conversion("subscribe", "f1")      # alice pays now: credit
+    env.conversion("unsubscribe", "alice")
+    env.conversion("subscribe", "f2")      # alice is free again: nothing
+    env.drain()
+    kinds = [(r[0], r[5]) for r in env.rewards("alice")]
+    assert kinds == [("free-trial-extension", "f1"), ("free-trial-extension", "f2"),
+                     ("give-10-get-10", "f1")]
+    assert env.plan("alice") == "free"
+
+
+def test_cap_per_referrer(env):
+    config = rules(rule("capped", "signup", "any", ("credit", 500, "usd"), ("trial_days", 3), cap=2))
+    code = env.code("alice")
+    other = env.code("zoe")
+    for friend in ("f1", "f2", "f3", "f4"):
+        env.conversion("signup", friend, code)
+    env.conversion("signup", "g1", other)
+    log = env.drain(config=config)
+    assert [r[5] for r in env.rewards("alice")] == ["f1", "f2"]
+    assert env.rewards("alice")[0][:5] == ("capped", "referrer", "credit", "500", "usd")
+    assert env.rewards("f1") == [("capped", "referee", "trial_days", "3", "", "f1")]
+    assert env.rewards("f3") == [] and env.rewards("f4") == []
+    assert len(env.rewards("zoe")) == 1  # the cap is per referrer
+    c = counts(log)
+    assert c["capped"] == 2 and c["rewards"] == 3 and c["linked"] == 5
+
+
+def test_self_and_double_referral_credit_nothing(env):
+    alice = env.code("alice")
+    carol = env.code("carol")
+    env.conversion("signup", "alice", alice)   # her own link
+    env.conversion("signup", "bob", alice)
+    env.conversion("signup", "bob", carol)     # already referred by alice
+    log = env.drain()
+    assert env.referrer_of("alice") is None
+    assert env.referrer_of("bob") == "alice"
+    assert len(env.rewards("alice")) == 1
+    assert env.rewards("carol") == []
+    c = counts(log)
+    assert c["self_referral"] == 1 and c["double_referral"] == 1 and c["linked"] == 1
+
+
+def test_unknown_code_and_out_of_window_signups(env):
+    code = env.code("alice")
+    now = int(time.time() * 1000)
+    env.conversion("signup", "u1", "no-such-code")
+    env.conversion("signup", "u2", code, ts=now, first_ts=now - 3 * DAY_MS)   # outside 2d
+    env.conversion("signup", "u3", code, ts=now, first_ts=now - 1 * DAY_MS)   # inside
+    log = env.drain(config='window = "2d"\n')
+    assert env.referrer_of("u1") is None and env.referrer_of("u2") is None
+    assert env.referrer_of("u3") == "alice"
+    assert [r[5] for r in env.rewards("alice")] == ["u3"]
+    # the unreferred users still got their own code
+    assert env.db.count("SELECT count(*) FROM referral WHERE user_id IN ('u1', 'u2')") == 2
+    c = counts(log)
+    assert c["unknown_code"] == 1 and c["out_of_window"] == 1 and c["linked"] == 1
+
+
+def flow(env, code):
+    """A small program: clicks, signups, subscriptions, plan changes."""
+    out = [event_fields("click", code=code) for _ in range(5)]
+    out.append(event_fields("click", code="unknown-code"))
+    for i in range(4):
+        out.append(event_fields("conversion", code=code, action="signup", user=f"friend{i}"))
+    out.append(event_fields("conversion", action="subscribe", user="alice"))
+    out += [event_fields("conversion", code=code, action="subscribe", user=f"friend{i}",
+                         amount=999, currency="usd", order=f"in_{i}") for i in range(3)]
+    out.append(event_fields("conversion", action="purchase", user="friend0", amount=5))
+    out.append(event_fields("conversion", action="unsubscribe", user="friend1"))
+    return out
+
+
+def test_every_event_sent_twice_changes_nothing(env, redis, tmp, request):
+    code = env.code("alice")
+    events = flow(env, code)
+    for e in events:
+        env.send(e, dict(e))        # the same id twice in a row
+    env.send(*events)               # and the whole flow again, later
+    log = env.drain()
+    twice = env.snapshot()
+    # the same flow sent once, into a fresh database, gives the same result
+    pg = request.getfixturevalue("pg") if env.backend == "postgresql" else None
+    once = Env(env.backend, redis, tempfile.mkdtemp(prefix="referral-once-"), pg)
+    once.db.query(f"INSERT INTO referral (user_id, code, label, created_at) "
+                  f"VALUES ('alice', '{code}', '', '2025-01-01 00:00:00')")
+    once.send(*events)
+    once.drain()
+    assert once.snapshot() == twice
+    # trial days for the 4 signups while alice was free, then $10 for the 3
+    # subscriptions once she paid; both sides each time
+    assert len(twice["rewards"]) == 2 * (4 + 3)
+    c = counts(log)
+    # each event came three times; the click with an unknown code is
+    # counted as such every time, every other copy is a duplicate
+    assert c["duplicates"] == 2 * (len(events) - 1)
+    assert c["unknown_code"] == 3
+    # delivered again after the worker ran: still nothing changes
+    env.send(*events)
+    env.drain()
+    assert env.snapshot() == twice
+
+
+def test_sigkill_mid_drain_then_another_worker_reclaims(env):
+    code = env.code("alice")
+    n = 30000
+    batch = [event_fields("click", code=code) for _ in range(n)]
+    conversions = [event_fields("conversion", code=code, action="signup", user=f"u{i}")
+                   for i in range(50)]
+    # conversions spread through the stream
+    for i in range(0, n, 1000):
+        env.send(*batch[i:i + 1000])
+        env.send(conversions[i // 1000])
+    env.send(*conversions[n // 1000:])
+    a = env.start("--batch", "100", "--consumer", "doomed")
+    deadline = time.time() + 60
+    while time.time() < deadline and env.responses() == 0:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    done_by_a = env.responses()
+    assert 0 < done_by_a < n + 50, "the first worker was not killed mid-drain"
+    pending_a = env.pending()
+    log = env.drain("--consumer", "rescuer", "--claim-idle", "0")
+    assert env.responses("click") == n
+    assert env.responses("signup") == 50
+    assert env.db.count("SELECT count(DISTINCT event_id) FROM referral_response") == n + 50
+    assert env.db.count("SELECT count(*) FROM referral_reward") == 2 * 32   # capped at 32
+    assert env.pending() == 0
+    if pending_a:
+        assert "reclaimed" in log
+
+
+def test_malformed_entries_go_to_the_dead_stream(env):
+    code = env.code("alice")
+    good1 = env.click(code)
+    bad = [
+        ({k: v for k, v in event_fields("click", code=code).items() if k != "id"}, "missing field id"),
+        (event_fields("click", code=code, v="2"), "unsupported schema version"),
+        (event_fields("view", code=code), "unknown type"),
+        (event_fields("click", code=code, ts="yesterday"), "bad ts"),
+        (event_fields("click", code=code, id_="not-an-id"), "bad id"),
+        (event_fields("conversion", code=code, action="signup", user="x", amount="1.5"), "bad amount"),
+        ({k: v for k, v in event_fields("conversion", action="signup", user="x").items()
+          if k != "user"}, "missing field user"),
+    ]
+    for fields, _ in bad:
+        env.send(fields)
+    good2 = env.click(code)
+    log = env.drain()
+    assert env.responses("click") == 2
+    stored = {r[0] for r in env.db.query("SELECT event_id FROM referral_response")}
+    assert stored == {good1["id"], good2["id"]}
+    dead = env.r.stream(env.stream + ":dead")
+    assert len(dead) == len(bad)
+    for (_, fields), (original, reason) in zip(dead, bad):
+        assert fields["reason"].startswith(reason), fields["reason"]
+        for k, v in original.items():
+            assert fields[k] == v
+        assert "entry" in fields
+    assert env.pending() == 0
+    assert counts(log)["dead"] == len(bad)
+
+
+def test_sigterm_finishes_and_exits_zero(env):
+    code = env.code("alice")
+    w = env.start()
+    env.send(*[event_fields("click", code=code) for _ in range(200)])
+    deadline = time.time() + 30
+    while time.time() < deadline and env.responses() < 200:
+        time.sleep(0.05)
+    w.send_signal(signal.SIGTERM)
+    rc = w.wait(timeout=15)
+    assert rc == 0, w.stderr.read()
+    assert env.responses() == 200
+    assert env.pending() == 0
+
+
+def test_pending_entries_of_a_restarted_consumer_are_read_first(env):
+    code = env.code("alice")
+    env.send(*[event_fields("click", code=code) for _ in range(10)])
+    # a consumer read them and died before applying
+    env.r.cmd("XGROUP", "CREATE", env.stream, env.group, "0", "MKSTREAM")
+    env.r.cmd("XREADGROUP", "GROUP", env.group, "same-name", "COUNT", "10", "STREAMS", env.stream, ">")
+    assert env.pending() == 10
+    env.drain("--consumer", "same-name")   # claim-idle 60 s: only its own pending
+    assert env.responses() == 10 and env.pending() == 0
+
+
+def test_worker_refuses_an_old_schema(backend_db):
+    db, _ = backend_db
+    p = subprocess.run([WORKER, "--once", "--redis", "redis://127.0.0.1:1", "--database", db.url],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "referralctl migrate" in p.stderr
+
+
+def test_worker_refuses_a_schema_marked_older(env):
+    env.db.query("DELETE FROM referral_schema_version")
+    p = subprocess.run(env.args("--once"), capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "referralctl migrate" in p.stderr
+    assert "version 0" in p.stderr
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_db(request, tmp):
+    """A database that was never migrated."""
+    pg = request.getfixturevalue("pg") if request.param == "postgresql" else None
+    db = MainDb(request.param, tmp, pg)
+    if request.param == "sqlite":
+        import sqlite3
+        sqlite3.connect(db.path).close()    # an empty file
+    return db, request.param
+
+
+@pytest.mark.parametrize("config,key,line", [
+    ('batch = 10\nwindow = "30d"\nbatchsize = 3\n', "batchsize", 3),
+    ('stream = "s"\n\nbatch = "lots"\n', "batch", 3),
+    ('claim_idle = "soon"\n', "claim_idle", 1),
+    ('[[reward]]\nname = "x"\naction = "signup"\nreferrer_plan = "gold"\n'
+     'referrer = { kind = "trial_days", amount = 1 }\nreferee = { kind = "trial_days", amount = 1 }\n',
+     "referrer_plan", 4),
+    ('[[reward]]\nname = "x"\naction = "signup"\nreferrer_plan = "any"\n'
+     'referrer = { kind = "credit", amount = 1, currency = "usd", extra = 1 }\n'
+     'referee = { kind = "trial_days", amount = 1 }\n', "extra", 5),
+])
+def test_bad_config_is_refused_with_key_and_line(env, config, key, line):
+    code = env.code("alice")
+    env.click(code)
+    p = subprocess.run(env.args("--once", config=config), capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert key in p.stderr and f":{line}:" in p.stderr, p.stderr
+    assert env.responses() == 0     # nothing processed
+    assert env.r.cmd("EXISTS", env.stream) == 1
+    groups = env.r.cmd("XINFO", "GROUPS", env.stream)
+    assert groups == []
+
+
+def test_redis_password_is_never_logged(tmp):
+    r = RedisServer(password="s3cr3t-pw").start()
+    try:
+        db = MainDb("sqlite", tmp)
+        ctl(db.url, "migrate", check=True)
+        c = r.client()
+        code = ctl(db.url, "code", "create", "--user", "alice", check=True)[1].strip()
+        c.cmd(*xadd_args("referral:events", event_fields("click", code=code)))
+        p = subprocess.run([WORKER, "--once", "--redis", r.url, "--database", db.url, "-v"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert "s3cr3t-pw" not in p.stderr
+        assert db.count("SELECT count(*) FROM referral_response") == 1
+        # a wrong password: the worker waits and retries, never shows it
+        w = subprocess.Popen([WORKER, "--redis", f"redis://:wrong-pw@127.0.0.1:{r.port}",
+                              "--database", db.url], stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert w.poll() is None
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(timeout=10) == 0
+        err = w.stderr.read()
+        assert "wrong-pw" not in err and "retrying" in err
+    finally:
+        r.close()
+
+
+def test_redis_going_away_makes_the_worker_wait_not_exit(tmp):
+    r = RedisServer().start()
+    port = r.port
+    db = MainDb("sqlite", tmp)
+    ctl(db.url, "migrate", check=True)
+    code = ctl(db.url, "code", "create", "--user", "alice", check=True)[1].strip()
+    w = subprocess.Popen([WORKER, "--redis", r.url, "--database", db.url],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        c = r.client()
+        c.cmd(*xadd_args("referral:events", event_fields("click", code=code)))
+        deadline = time.time() + 10
+        while time.time() < deadline and db.count("SELECT count(*) FROM referral_response") < 1:
+            time.sleep(0.05)
+        r.stop()
+        time.sleep(1.5)
+        assert w.poll() is None, "the worker exited when Redis went away"
+        r2 = RedisServer(port=port).start()
+        c2 = r2.client()
+        c2.cmd(*xadd_args("referral:events", event_fields("click", code=code)))
+        deadline = time.time() + 20
+        while time.time() < deadline and db.count("SELECT count(*) FROM referral_response") < 2:
+            time.sleep(0.1)
+        assert db.count("SELECT count(*) FROM referral_response") == 2
+        r2.close()
+    finally:
+        w.send_signal(signal.SIGTERM)
+        w.wait(timeout=15)
+        r.close()
+
+
+def test_database_going_away_makes_the_worker_wait_not_exit(redis, tmp, pg):
+    db = MainDb("postgresql", tmp, pg)
+    ctl(db.url, "migrate", check=True)
+    code = ctl(db.url, "code", "create", "--user", "alice", check=True)[1].strip()
+    stream = "referral:events:" + uuid.uuid4().hex[:8]
+    c = redis.client()
+    name = db.url.rsplit("/", 1)[1]
+    w = subprocess.Popen([WORKER, "--redis", redis.url, "--stream", stream, "--database", db.url],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        c.cmd(*xadd_args(stream, event_fields("click", code=code)))
+        deadline = time.time() + 10
+        while time.time() < deadline and db.count("SELECT count(*) FROM referral_response") < 1:
+            time.sleep(0.05)
+        # cut the worker's connection and keep the database closed for a while
+        pg.query(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        pg.query(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        c.cmd(*xadd_args(stream, event_fields("click", code=code)))
+        time.sleep(1.5)
+        assert w.poll() is None, "the worker exited when the database went away"
+        pg.query(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        deadline = time.time() + 30
+        while time.time() < deadline and db.count("SELECT count(*) FROM referral_response") < 2:
+            time.sleep(0.1)
+        assert db.count("SELECT count(*) FROM referral_response") == 2
+        assert c.cmd("XPENDING", stream, "referral-workers")[0] == 0
+    finally:
+        w.send_signal(signal.SIGTERM)
+        w.wait(timeout=15)
