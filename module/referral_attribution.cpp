@@ -61,7 +61,10 @@ void compute(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx) {
 
     ngx_str_t carried = ngx_null_string;
     bool code_valid = false, code_invalid = false;
-    if (ngx_http_complex_value(r, lcf->code, &carried) == NGX_OK && carried.len > 0) {
+    ngx_int_t rc = lcf->code_is_arg_ref
+                       ? ngx_http_arg(r, reinterpret_cast<u_char*>(const_cast<char*>("ref")), 3, &carried)
+                       : ngx_http_complex_value(r, lcf->code, &carried);
+    if (rc == NGX_OK && carried.len > 0) {
         code_valid = referral::is_valid_code(view(carried));
         code_invalid = !code_valid;
         if (code_invalid) count(&Counters::invalid_codes);
@@ -201,11 +204,8 @@ RequestCtx* attribution(ngx_http_request_t* r) noexcept {
     RequestCtx* ctx = find_ctx(main);
     if (ctx != nullptr && ctx->computed) return ctx;
     if (ctx == nullptr) {
-        ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(main->pool, 0);
         ctx = static_cast<RequestCtx*>(ngx_pcalloc(main->pool, sizeof(RequestCtx)));
-        if (ctx == nullptr || cln == nullptr) return nullptr;
-        cln->handler = ctx_cleanup;
-        cln->data = ctx;
+        if (ctx == nullptr) return nullptr;
         ngx_http_set_ctx(main, ctx, ngx_http_referral_module);
     }
     auto* lcf = static_cast<LocConf*>(ngx_http_get_module_loc_conf(main, ngx_http_referral_module));
@@ -213,6 +213,15 @@ RequestCtx* attribution(ngx_http_request_t* r) noexcept {
         compute(main, lcf, ctx);
     } catch (...) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: attribution failed");
+    }
+    if (ctx->status != Status::none) {
+        // Only an attribution worth keeping (a click may have been
+        // recorded) is hung on the pool for internal redirects to find.
+        ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(main->pool, 0);
+        if (cln != nullptr) {
+            cln->handler = ctx_cleanup;
+            cln->data = ctx;
+        }
     }
     return ctx;
 }

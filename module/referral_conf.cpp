@@ -3,6 +3,7 @@
 // files are read here, in the master, before workers drop privileges.
 #include <new>
 
+#include "core/hmac.h"
 #include "referral_module.h"
 
 namespace referral_ngx {
@@ -10,6 +11,10 @@ namespace {
 
 constexpr size_t kMaxKeyFileLen = 4096;
 constexpr time_t kDefaultWindow = 30 * 24 * 3600;
+
+void free_prepared_key(void* data) noexcept {
+    delete static_cast<referral::HmacSha256*>(data);
+}
 
 char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     auto* lcf = static_cast<LocConf*>(conf);
@@ -59,10 +64,22 @@ char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     {
         auto* f = static_cast<ngx_str_t*>(ngx_array_push(lcf->secret_files));
         auto* k = static_cast<referral::Key*>(ngx_array_push(lcf->keys));
-        if (f == nullptr || k == nullptr) goto done;
+        ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (f == nullptr || k == nullptr || cln == nullptr) goto done;
         *f = name;
         k->data = buf;
         k->len = static_cast<size_t>(n);
+        k->prepared = nullptr;
+        try {
+            k->prepared = new referral::HmacSha256(buf, k->len);
+        } catch (...) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"referral_secret\": cannot set up HMAC-SHA256 for \"%V\"", &name);
+            goto done;
+        }
+        // The key schedule lives as long as the configuration that owns it.
+        cln->handler = free_prepared_key;
+        cln->data = const_cast<referral::HmacSha256*>(k->prepared);
     }
     rv = NGX_CONF_OK;
 done:
@@ -329,9 +346,13 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
     auto* conf = static_cast<LocConf*>(child);
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
-    if (conf->code == nullptr) conf->code = prev->code;
     if (conf->code == nullptr) {
-        // Default: $arg_ref.
+        conf->code = prev->code;
+        conf->code_is_arg_ref = prev->code_is_arg_ref;
+    }
+    if (conf->code == nullptr) {
+        // The default, $arg_ref: compiled for completeness, but read with
+        // ngx_http_arg() directly on every request.
         auto* cv = static_cast<ngx_http_complex_value_t*>(
             ngx_pcalloc(cf->pool, sizeof(ngx_http_complex_value_t)));
         if (cv == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
@@ -343,7 +364,11 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
         ccv.complex_value = cv;
         if (ngx_http_compile_complex_value(&ccv) != NGX_OK) return static_cast<char*>(NGX_CONF_ERROR);
         conf->code = cv;
-        if (prev->code == nullptr) prev->code = cv;  // compile once per level
+        conf->code_is_arg_ref = true;
+        if (prev->code == nullptr) {  // compile once per level
+            prev->code = cv;
+            prev->code_is_arg_ref = true;
+        }
     }
     ngx_conf_merge_ptr_value(conf->secret_files, prev->secret_files, nullptr);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, nullptr);

@@ -44,6 +44,7 @@ struct MainConf {
 struct LocConf {
     ngx_flag_t enable;
     ngx_http_complex_value_t* code;
+    bool code_is_arg_ref;       // the default, read without the script engine
     ngx_array_t* secret_files;  // ngx_str_t file names, as written
     ngx_array_t* keys;          // referral::Key, first one signs
     ngx_str_t cookie_name;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/code.h"
+#include "core/hmac.h"
 #include "core/random.h"
 
 namespace referral {
@@ -53,6 +54,12 @@ bool mac(const Key& key, std::string_view msg, char out[kMacChars]) noexcept {
     if (!usable(key)) return false;
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
+    if (key.prepared != nullptr) {
+        if (!key.prepared->mac(msg, digest)) return false;
+        base64url(digest, kMacBytes, out);
+        OPENSSL_cleanse(digest, sizeof(digest));
+        return true;
+    }
     if (HMAC(EVP_sha256(), key.data, static_cast<int>(key.len),
              reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
              digest, &len) == nullptr ||

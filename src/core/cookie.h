@@ -18,9 +18,14 @@ namespace referral {
 constexpr std::size_t kCookieMaxLen = 200;
 constexpr std::size_t kMinKeyLen = 32;
 
+class HmacSha256;
+
 struct Key {
     const unsigned char* data;
     std::size_t len;
+    // Optional key schedule prepared once (see hmac.h); when null the MAC
+    // is computed from data/len on each call.
+    const HmacSha256* prepared = nullptr;
 };
 
 struct CookieClaims {

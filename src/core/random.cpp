@@ -1,10 +1,44 @@
 #include "core/random.h"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 
+#include <cstring>
 #include <stdexcept>
 
 namespace referral {
+namespace {
+
+// Random bytes are drawn from OpenSSL's CSPRNG 4 KB at a time: a RAND_bytes
+// call costs far more than the 16 bytes an id needs. Each process (nginx
+// forks its workers) and each thread has its own pool; a fork empties the
+// child's, so no two processes ever hand out the same bytes.
+struct RandomPool {
+    unsigned char buf[4096];
+    std::size_t pos = sizeof(buf);
+};
+
+thread_local RandomPool pool;
+pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+void empty_pool_in_child() { pool.pos = sizeof(pool.buf); }
+void register_atfork() { pthread_atfork(nullptr, nullptr, empty_pool_in_child); }
+
+bool draw(unsigned char* out, std::size_t n) noexcept {
+    pthread_once(&atfork_once, register_atfork);
+    if (n > sizeof(pool.buf)) return RAND_bytes(out, static_cast<int>(n)) == 1;
+    if (sizeof(pool.buf) - pool.pos < n) {
+        if (RAND_bytes(pool.buf, sizeof(pool.buf)) != 1) return false;
+        pool.pos = 0;
+    }
+    std::memcpy(out, pool.buf + pool.pos, n);
+    OPENSSL_cleanse(pool.buf + pool.pos, n);  // handed out once only
+    pool.pos += n;
+    return true;
+}
+
+}  // namespace
 
 void hex_lower(const unsigned char* in, std::size_t n, char* out) noexcept {
     static const char digits[] = "0123456789abcdef";
@@ -16,7 +50,7 @@ void hex_lower(const unsigned char* in, std::size_t n, char* out) noexcept {
 
 bool random_id(char out[kIdLen]) noexcept {
     unsigned char raw[kIdLen / 2];
-    if (RAND_bytes(raw, sizeof(raw)) != 1) return false;
+    if (!draw(raw, sizeof(raw))) return false;
     hex_lower(raw, sizeof(raw), out);
     return true;
 }
@@ -40,7 +74,7 @@ std::string random_code(std::size_t len) {
     code.reserve(len);
     unsigned char buf[64];
     while (code.size() < len) {
-        if (RAND_bytes(buf, sizeof(buf)) != 1) {
+        if (!draw(buf, sizeof(buf))) {
             throw std::runtime_error("OpenSSL RAND_bytes failed");
         }
         for (unsigned char b : buf) {

@@ -1,0 +1,31 @@
+// HMAC-SHA256 with the key schedule done once. OpenSSL 3's one-shot HMAC()
+// fetches the algorithm and derives the pads on every call, which costs
+// more than the rest of a click; here the inner and outer digest states
+// are computed when the key is loaded and copied per message.
+#pragma once
+#include <cstddef>
+#include <string_view>
+
+typedef struct evp_md_ctx_st EVP_MD_CTX;
+
+namespace referral {
+
+class HmacSha256 {
+public:
+    static constexpr std::size_t kDigestLen = 32;
+
+    // Throws std::runtime_error when OpenSSL cannot set the key up.
+    HmacSha256(const unsigned char* key, std::size_t len);
+    ~HmacSha256();
+    HmacSha256(const HmacSha256&) = delete;
+    HmacSha256& operator=(const HmacSha256&) = delete;
+
+    // False only when OpenSSL fails.
+    bool mac(std::string_view msg, unsigned char out[kDigestLen]) const noexcept;
+
+private:
+    EVP_MD_CTX* inner_ = nullptr;  // after hashing key ^ ipad
+    EVP_MD_CTX* outer_ = nullptr;  // after hashing key ^ opad
+};
+
+}  // namespace referral
