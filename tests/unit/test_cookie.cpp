@@ -18,6 +18,7 @@ extern "C" {
 
 #include "core/code.h"
 #include "core/cookie.h"
+#include "core/hmac.h"
 
 using referral::CookieClaims;
 using referral::CookieStatus;
@@ -363,6 +364,26 @@ void test_to_string(void**) {
 
 }  // namespace
 
+// The prepared key schedule (what the module uses) must give exactly the
+// MAC of the one-shot path, for short and for long (hashed) keys.
+void test_prepared_key_matches_one_shot(void**) {
+    std::string long_key(100, 'z');
+    const Key raw_long{reinterpret_cast<const unsigned char*>(long_key.data()), long_key.size()};
+    for (const Key& raw : {A, B, raw_long}) {
+        referral::HmacSha256 prepared(raw.data, raw.len);
+        Key fast{raw.data, raw.len, &prepared};
+        std::string slow_cookie = sign("prep_code", kVisitor, kNow, raw);
+        std::string fast_cookie = sign("prep_code", kVisitor, kNow, fast);
+        assert_false(slow_cookie.empty());
+        assert_string_equal(slow_cookie.c_str(), fast_cookie.c_str());
+        assert_int_equal(verify(slow_cookie, {fast}), CookieStatus::valid);
+        assert_int_equal(verify(fast_cookie, {raw}), CookieStatus::valid);
+    }
+    referral::HmacSha256 prepared_b(B.data, B.len);
+    Key fast_b{B.data, B.len, &prepared_b};
+    assert_int_equal(verify(sign("prep_code", kVisitor, kNow, A), {fast_b}), CookieStatus::bad_mac);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -376,6 +397,7 @@ int main(void) {
         cmocka_unit_test(test_length_and_charset),
         cmocka_unit_test(test_sign_refuses),
         cmocka_unit_test(test_to_string),
+        cmocka_unit_test(test_prepared_key_matches_one_shot),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
