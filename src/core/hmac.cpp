@@ -1,32 +1,30 @@
+// The SHA256_* functions are deprecated in OpenSSL 3 in favour of EVP, but
+// they are the only interface whose state is a plain struct: copying it is
+// free, while EVP_MD_CTX_copy_ex() allocates on every call in OpenSSL 3.0.
+// HMAC itself is RFC 2104, checked against OpenSSL's HMAC() in the tests.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "core/hmac.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include <stdexcept>
 
 namespace referral {
+
+struct HmacSha256::State {
+    SHA256_CTX inner;  // after hashing key ^ ipad
+    SHA256_CTX outer;  // after hashing key ^ opad
+};
+
 namespace {
-
-constexpr std::size_t kBlock = 64;  // SHA-256 block size
-
-const EVP_MD* sha256() {
-    // Fetched once: EVP_sha256() would be fetched again on every init.
-    static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    return md;
+constexpr std::size_t kBlock = SHA256_CBLOCK;  // 64
 }
 
-}  // namespace
-
-HmacSha256::HmacSha256(const unsigned char* key, std::size_t len) {
-    const EVP_MD* md = sha256();
-    if (md == nullptr) throw std::runtime_error("SHA256 is not available");
+HmacSha256::HmacSha256(const unsigned char* key, std::size_t len) : state_(new State) {
     unsigned char k[kBlock] = {};
     if (len > kBlock) {
-        unsigned int n = 0;
-        if (EVP_Digest(key, len, k, &n, md, nullptr) != 1) {
-            throw std::runtime_error("cannot hash the HMAC key");
-        }
+        SHA256(key, len, k);
     } else {
         for (std::size_t i = 0; i < len; i++) k[i] = key[i];
     }
@@ -35,40 +33,30 @@ HmacSha256::HmacSha256(const unsigned char* key, std::size_t len) {
         ipad[i] = k[i] ^ 0x36;
         opad[i] = k[i] ^ 0x5c;
     }
-    inner_ = EVP_MD_CTX_new();
-    outer_ = EVP_MD_CTX_new();
-    bool ok = inner_ != nullptr && outer_ != nullptr &&
-              EVP_DigestInit_ex(inner_, md, nullptr) == 1 &&
-              EVP_DigestUpdate(inner_, ipad, kBlock) == 1 &&
-              EVP_DigestInit_ex(outer_, md, nullptr) == 1 &&
-              EVP_DigestUpdate(outer_, opad, kBlock) == 1;
+    bool ok = SHA256_Init(&state_->inner) == 1 && SHA256_Update(&state_->inner, ipad, kBlock) == 1 &&
+              SHA256_Init(&state_->outer) == 1 && SHA256_Update(&state_->outer, opad, kBlock) == 1;
     OPENSSL_cleanse(k, sizeof(k));
     OPENSSL_cleanse(ipad, sizeof(ipad));
     OPENSSL_cleanse(opad, sizeof(opad));
     if (!ok) {
-        EVP_MD_CTX_free(inner_);
-        EVP_MD_CTX_free(outer_);
+        OPENSSL_cleanse(state_, sizeof(State));
+        delete state_;
         throw std::runtime_error("cannot set up HMAC-SHA256");
     }
 }
 
 HmacSha256::~HmacSha256() {
-    EVP_MD_CTX_free(inner_);
-    EVP_MD_CTX_free(outer_);
+    OPENSSL_cleanse(state_, sizeof(State));
+    delete state_;
 }
 
 bool HmacSha256::mac(std::string_view msg, unsigned char out[kDigestLen]) const noexcept {
-    EVP_MD_CTX* c = EVP_MD_CTX_new();
-    if (c == nullptr) return false;
+    SHA256_CTX c = state_->inner;
     unsigned char inner[kDigestLen];
-    unsigned int n = 0;
-    bool ok = EVP_MD_CTX_copy_ex(c, inner_) == 1 &&
-              EVP_DigestUpdate(c, msg.data(), msg.size()) == 1 &&
-              EVP_DigestFinal_ex(c, inner, &n) == 1 &&
-              EVP_MD_CTX_copy_ex(c, outer_) == 1 &&
-              EVP_DigestUpdate(c, inner, sizeof(inner)) == 1 &&
-              EVP_DigestFinal_ex(c, out, &n) == 1;
-    EVP_MD_CTX_free(c);
+    bool ok = SHA256_Update(&c, msg.data(), msg.size()) == 1 && SHA256_Final(inner, &c) == 1;
+    c = state_->outer;
+    ok = ok && SHA256_Update(&c, inner, sizeof(inner)) == 1 && SHA256_Final(out, &c) == 1;
+    OPENSSL_cleanse(&c, sizeof(c));
     OPENSSL_cleanse(inner, sizeof(inner));
     return ok;
 }

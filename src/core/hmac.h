@@ -1,12 +1,10 @@
 // HMAC-SHA256 with the key schedule done once. OpenSSL 3's one-shot HMAC()
-// fetches the algorithm and derives the pads on every call, which costs
-// more than the rest of a click; here the inner and outer digest states
-// are computed when the key is loaded and copied per message.
+// fetches the algorithm and derives the pads on every call, which cost more
+// than all the rest of a click; here the inner and outer digest states are
+// computed when the key is loaded and copied (plain structs) per message.
 #pragma once
 #include <cstddef>
 #include <string_view>
-
-typedef struct evp_md_ctx_st EVP_MD_CTX;
 
 namespace referral {
 
@@ -14,7 +12,7 @@ class HmacSha256 {
 public:
     static constexpr std::size_t kDigestLen = 32;
 
-    // Throws std::runtime_error when OpenSSL cannot set the key up.
+    // Throws std::bad_alloc or std::runtime_error.
     HmacSha256(const unsigned char* key, std::size_t len);
     ~HmacSha256();
     HmacSha256(const HmacSha256&) = delete;
@@ -24,8 +22,8 @@ public:
     bool mac(std::string_view msg, unsigned char out[kDigestLen]) const noexcept;
 
 private:
-    EVP_MD_CTX* inner_ = nullptr;  // after hashing key ^ ipad
-    EVP_MD_CTX* outer_ = nullptr;  // after hashing key ^ opad
+    struct State;
+    State* state_;
 };
 
 }  // namespace referral
