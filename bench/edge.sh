@@ -121,10 +121,11 @@ if ! curl -s -o /dev/null -D - "http://127.0.0.1:$HTTP_PORT/click?ref=$CODE" | g
 fi
 status() { curl -s "http://127.0.0.1:$HTTP_PORT/status"; }
 
+warm() { wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$1" >/dev/null; }
+
 # run NAME URL -> sets RPS_<NAME>, REQS_<NAME>; prints wrk's summary line
 run() {
   local name=$1 url=$2 out
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null   # warm-up
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$url")
   local rps reqs errors non2xx
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
@@ -138,11 +139,13 @@ run() {
 }
 
 echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), 1 worker; wrk -t$THREADS -c$CONNECTIONS -d$DURATION on loopback; $(nproc) CPUs"
+warm "http://127.0.0.1:$HTTP_PORT/plain"
 run plain  "http://127.0.0.1:$HTTP_PORT/plain"
+warm "http://127.0.0.1:$HTTP_PORT/nocode"
 run nocode "http://127.0.0.1:$HTTP_PORT/nocode"
 
 # the click run starts from an empty stream once the warm-up has drained
-wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$HTTP_PORT/click?ref=$CODE" >/dev/null
+warm "http://127.0.0.1:$HTTP_PORT/click?ref=$CODE"
 drained() { status | /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["buffered"]==0 else 1)'; }
 for _ in $(seq 300); do drained && break; sleep 0.1; done
 rcli DEL referral:events >/dev/null

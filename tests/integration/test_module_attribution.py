@@ -286,3 +286,47 @@ def test_referral_on_at_server_level_applies_to_its_locations(make_nginx, redis)
     r = http_request(n.port, f"/a?ref={CODE}")
     assert echoed(r)["status"] == "new"
     assert r.cookie() is not None
+
+
+SPA = """
+        root {dir}/html;
+        location /spa/ { referral on; set $early $referral_visitor; try_files $uri /index.html?$args; }
+        location = /index.html {
+            referral on;
+            return 200 "early=$early status=$referral_status code=$referral_code visitor=$referral_visitor\\n";
+        }
+        location /gone/ { referral on; set $early $referral_visitor; return 404; }
+        error_page 404 /notfound;
+        location = /notfound {
+            referral on;
+            return 200 "early=$early status=$referral_status code=$referral_code visitor=$referral_visitor\\n";
+        }
+"""
+
+
+def test_attribution_survives_try_files_internal_redirect(edge, rc):
+    """The SPA pattern: the visitor computed before try_files is the one the
+    fallback sees, the one in the cookie and the only click."""
+    n = edge(server=SPA)
+    r = http_request(n.port, f"/spa/deep/link?ref={CODE}")
+    got = echoed(r)
+    assert got["status"] == "new" and got["code"] == CODE
+    assert got["early"] == got["visitor"], got
+    click(n.port, "sentinel")
+    events = wait_events(rc, 2)
+    assert [(e["code"], e["visitor"]) for e in events][:1] == [(CODE, got["visitor"])]
+    assert len(events) == 2, f"one click per request: {events}"
+    assert echoed(http_request(n.port, "/", [("Cookie", f"referral={r.cookie().value}")]))[
+        "visitor"] == got["visitor"]
+
+
+def test_attribution_survives_error_page_internal_redirect(edge, rc):
+    n = edge(server=SPA)
+    r = http_request(n.port, f"/gone/page?ref={CODE}")
+    got = echoed(r)
+    assert got["status"] == "new"
+    assert got["early"] == got["visitor"], got
+    assert r.cookie() is not None
+    click(n.port, "sentinel")
+    events = wait_events(rc, 2)
+    assert [e["code"] for e in events] == [CODE, "sentinel"]

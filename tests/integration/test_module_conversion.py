@@ -254,3 +254,46 @@ def test_conversion_body_reaches_the_client_unchanged(shop):
     r = http_request(shop.port, "/app/subscribe")
     assert r.body == "ok\n"
     assert r.header("Content-Length") == "3"
+
+
+NAMES_BACKEND = """
+        location /lower {
+            add_header x-referral-conversion "signup; user=21" always;
+            return 200 "ok\\n";
+        }
+        location /similar {
+            add_header X-Referral-Conversion-Extra "signup; user=22" always;
+            add_header X-Referral-Conversions "signup; user=23" always;
+            return 200 "ok\\n";
+        }
+        location /many {
+""" + "".join(f'            add_header X-Referral-Conversion "signup; user=m{i}" always;\n'
+              for i in range(40)) + """
+            return 200 "ok\\n";
+        }
+"""
+
+
+def test_conversion_header_name_is_matched_case_insensitively(edge, rc):
+    n = edge(server=PROXY, backend=NAMES_BACKEND)
+    r = http_request(n.port, "/app/lower")
+    assert [k for k, _ in r.headers if k.lower() == "x-referral-conversion"] == []
+    assert [(e["type"], e["user"]) for e in wait_events(rc, 1)] == [("conversion", "21")]
+
+
+def test_headers_with_similar_names_are_left_alone(edge, rc):
+    n = edge(server=PROXY, backend=NAMES_BACKEND)
+    r = http_request(n.port, "/app/similar")
+    assert r.all("X-Referral-Conversion-Extra") == ["signup; user=22"]
+    assert r.all("X-Referral-Conversions") == ["signup; user=23"]
+    http_request(n.port, "/?ref=sentinel")
+    assert [e["type"] for e in wait_events(rc, 1)] == ["click"]
+
+
+def test_forty_conversion_lines_make_forty_events_in_order(edge, rc):
+    n = edge(server=PROXY, backend=NAMES_BACKEND)
+    r = http_request(n.port, "/app/many")
+    assert r.all("X-Referral-Conversion") == []
+    events = wait_events(rc, 40)
+    assert [e["user"] for e in events] == [f"m{i}" for i in range(40)]
+    assert len({e["id"] for e in events}) == 40

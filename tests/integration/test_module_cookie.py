@@ -292,3 +292,40 @@ def test_key_of_exactly_32_bytes_is_accepted(make_nginx, redis):
     n.key(b"x" * 32, "k32")
     code, out = n.test_config()
     assert code == 0, out
+
+
+def test_location_secret_and_cookie_name_override_the_server_ones(edge):
+    n = edge(server="""
+        location /partner/ {
+            referral on;
+            referral_secret {dir}/keys/partner;
+            referral_cookie_name partner_ref;
+            %s
+        }
+""" % ECHO, start=False)
+    n.key(b"P" * 40, "partner")
+    n.start()
+    main = click(n.port).cookie()
+    partner = click(n.port, path="/partner/").cookie("partner_ref")
+    assert partner is not None and main.name == "referral"
+    # each location verifies with its own key only
+    r = http_request(n.port, "/partner/", [("Cookie", f"partner_ref={main.value}")])
+    assert echoed(r)["status"] == "invalid"
+    r = http_request(n.port, "/partner/", [("Cookie", f"partner_ref={partner.value}")])
+    assert echoed(r)["status"] == "cookie"
+    assert echoed(with_cookie(n.port, partner.value))["status"] == "invalid"
+
+
+def test_key_file_readable_only_by_root_is_read_at_configuration_time(edge):
+    import os
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("needs root: workers run as nobody only under a root master")
+    n = edge(start=False)
+    key = os.path.join(n.dir, "keys", "key1")
+    os.chown(key, 0, 0)
+    os.chmod(key, 0o600)
+    n.start()
+    r = click(n.port)
+    assert echoed(r)["status"] == "new"
+    assert echoed(with_cookie(n.port, r.cookie().value))["status"] == "cookie"
