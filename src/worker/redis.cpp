@@ -2,7 +2,89 @@
 
 #include <sys/time.h>
 
+#include <algorithm>
+#include <cstring>
+
 namespace referral::worker {
+
+// ---------------------------------------------------------------- arena
+
+void* Arena::alloc(std::size_t n) {
+    n = (n + 7) & ~static_cast<std::size_t>(7);
+    if (blocks_.empty() || used_ + n > blocks_.back().size) {
+        std::size_t size = std::max<std::size_t>(n, 256 * 1024);
+        blocks_.push_back(Block{std::unique_ptr<char[]>(new char[size]), size});
+        used_ = 0;
+    }
+    void* p = blocks_.back().data.get() + used_;
+    used_ += n;
+    return p;
+}
+
+void Arena::clear() {
+    if (blocks_.size() > 1) {
+        // keep one block, as large as the largest, for the next reply
+        std::size_t largest = 0;
+        for (auto& b : blocks_) largest = std::max(largest, b.size);
+        blocks_.clear();
+        blocks_.push_back(Block{std::unique_ptr<char[]>(new char[largest]), largest});
+    }
+    used_ = 0;
+}
+
+namespace {
+
+// hiredis reply object functions that build redisReply trees in an Arena
+// (task->privdata); freeing is a no-op.
+redisReply* arena_reply(const redisReadTask* task, int type) {
+    auto* arena = static_cast<Arena*>(task->privdata);
+    auto* r = static_cast<redisReply*>(arena->alloc(sizeof(redisReply)));
+    std::memset(r, 0, sizeof(*r));
+    r->type = type;
+    if (task->parent) {
+        auto* parent = static_cast<redisReply*>(task->parent->obj);
+        parent->element[task->idx] = r;
+    }
+    return r;
+}
+
+void* arena_string(const redisReadTask* task, char* str, size_t len) {
+    redisReply* r = arena_reply(task, task->type);
+    auto* arena = static_cast<Arena*>(task->privdata);
+    char* copy = static_cast<char*>(arena->alloc(len + 1));
+    std::memcpy(copy, str, len);
+    copy[len] = '\0';
+    r->str = copy;
+    r->len = len;
+    return r;
+}
+
+void* arena_array(const redisReadTask* task, int elements) {
+    redisReply* r = arena_reply(task, REDIS_REPLY_ARRAY);
+    if (elements > 0) {
+        auto* arena = static_cast<Arena*>(task->privdata);
+        r->element = static_cast<redisReply**>(arena->alloc(sizeof(redisReply*) * static_cast<std::size_t>(elements)));
+        std::memset(r->element, 0, sizeof(redisReply*) * static_cast<std::size_t>(elements));
+    }
+    r->elements = static_cast<size_t>(elements < 0 ? 0 : elements);
+    return r;
+}
+
+void* arena_integer(const redisReadTask* task, long long value) {
+    redisReply* r = arena_reply(task, REDIS_REPLY_INTEGER);
+    r->integer = value;
+    return r;
+}
+
+void* arena_nil(const redisReadTask* task) { return arena_reply(task, REDIS_REPLY_NIL); }
+
+void arena_free(void*) {}
+
+redisReplyObjectFunctions kArenaFunctions = {arena_string, arena_array, arena_integer, arena_nil, arena_free};
+
+}  // namespace
+
+// ----------------------------------------------------------- connection
 
 void Redis::connect() {
     close();
@@ -18,6 +100,7 @@ void Redis::connect() {
     }
     struct timeval ct = {timeout_ms_ / 1000, (timeout_ms_ % 1000) * 1000};
     redisSetTimeout(c, ct);
+    if (arena_replies_) c->reader->fn = &kArenaFunctions;
     ctx_ = c;
     try {
         if (!address_.password.empty()) {
@@ -37,21 +120,11 @@ void Redis::connect() {
 }
 
 void Redis::close() noexcept {
-    if (ctx_) redisFree(ctx_);
+    if (ctx_) redisFree(ctx_);  // with arena replies, freeing is a no-op
     ctx_ = nullptr;
 }
 
-Reply Redis::read_reply() {
-    void* r = nullptr;
-    if (redisGetReply(ctx_, &r) != REDIS_OK || !r) {
-        std::string msg = ctx_->errstr[0] ? ctx_->errstr : "connection lost";
-        close();
-        throw RedisError("Redis " + describe(address_) + ": " + msg, false);
-    }
-    return Reply(static_cast<redisReply*>(r));
-}
-
-Reply Redis::command(const std::vector<std::string_view>& args) {
+void Redis::send(const std::vector<std::string_view>& args) {
     if (!ctx_) throw RedisError("not connected to Redis", false);
     std::vector<const char*> argv;
     std::vector<size_t> lens;
@@ -66,31 +139,40 @@ Reply Redis::command(const std::vector<std::string_view>& args) {
         close();
         throw RedisError("Redis: " + msg, false);
     }
-    Reply r = read_reply();
-    if (r->type == REDIS_REPLY_ERROR) throw RedisError(std::string(r->str, r->len), true);
-    return r;
 }
 
-std::vector<Reply> Redis::pipeline(const std::vector<std::vector<std::string_view>>& commands) {
-    if (!ctx_) throw RedisError("not connected to Redis", false);
-    for (const auto& args : commands) {
-        std::vector<const char*> argv;
-        std::vector<size_t> lens;
-        for (auto a : args) {
-            argv.push_back(a.data());
-            lens.push_back(a.size());
-        }
-        if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()) != REDIS_OK) {
-            std::string msg = ctx_->errstr;
-            close();
-            throw RedisError("Redis: " + msg, false);
-        }
+redisReply* Redis::read_reply(Arena* arena) {
+    if (arena_replies_) ctx_->reader->privdata = arena;
+    void* r = nullptr;
+    if (redisGetReply(ctx_, &r) != REDIS_OK || !r) {
+        std::string msg = ctx_->errstr[0] ? ctx_->errstr : "connection lost";
+        close();
+        throw RedisError("Redis " + describe(address_) + ": " + msg, false);
     }
-    std::vector<Reply> out;
-    out.reserve(commands.size());
-    for (std::size_t i = 0; i < commands.size(); i++) out.push_back(read_reply());
-    return out;
+    auto* reply = static_cast<redisReply*>(r);
+    if (reply->type == REDIS_REPLY_ERROR) {
+        std::string msg(reply->str, reply->len);
+        if (!arena_replies_) freeReplyObject(reply);
+        throw RedisError(msg, true);
+    }
+    return reply;
 }
+
+Reply Redis::command(const std::vector<std::string_view>& args) {
+    send(args);
+    if (arena_replies_) {
+        scratch_.clear();
+        return Reply(read_reply(&scratch_), ReplyDeleter{false});
+    }
+    return Reply(read_reply(nullptr), ReplyDeleter{true});
+}
+
+redisReply* Redis::command_into(const std::vector<std::string_view>& args, Arena* arena) {
+    send(args);
+    return read_reply(arena);
+}
+
+// -------------------------------------------------------------- entries
 
 static std::string_view view(const redisReply* r) {
     if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)) return {};

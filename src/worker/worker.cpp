@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "worker/util.h"
 
@@ -23,7 +24,7 @@ void on_signal(int) {
     g_stop = 1;
 }
 
-constexpr int kBlockMs = 1000;      // XREADGROUP BLOCK: a stop is noticed within a second
+constexpr int kBlockMs = 1000;  // XREADGROUP BLOCK: a stop is noticed within a second
 constexpr int kMaxBackoffMs = 10000;
 
 }  // namespace
@@ -38,11 +39,55 @@ void install_signal_handlers() {
     signal(SIGPIPE, SIG_IGN);
 }
 
+// ---------------------------------------------------------------- queue
+
+bool BatchQueue::push(std::unique_ptr<Batch> b) {
+    std::unique_lock<std::mutex> lock(m_);
+    cv_.wait(lock, [&] { return closed_ || q_.size() < capacity_; });
+    if (closed_) return false;
+    q_.push_back(std::move(b));
+    cv_.notify_all();
+    return true;
+}
+
+std::unique_ptr<Batch> BatchQueue::pop() {
+    std::unique_lock<std::mutex> lock(m_);
+    cv_.wait(lock, [&] { return closed_ || !q_.empty(); });
+    if (q_.empty()) return nullptr;
+    auto b = std::move(q_.front());
+    q_.pop_front();
+    in_flight_++;
+    cv_.notify_all();
+    return b;
+}
+
+void BatchQueue::done() {
+    std::lock_guard<std::mutex> lock(m_);
+    in_flight_--;
+    cv_.notify_all();
+}
+
+bool BatchQueue::wait_idle() {
+    std::unique_lock<std::mutex> lock(m_);
+    cv_.wait(lock, [&] { return closed_ || (q_.empty() && in_flight_ == 0); });
+    return !closed_;
+}
+
+void BatchQueue::close() {
+    std::lock_guard<std::mutex> lock(m_);
+    closed_ = true;
+    cv_.notify_all();
+}
+
+// --------------------------------------------------------------- worker
+
 Worker::Worker(WorkerOptions opts)
     : o_(std::move(opts)),
       dead_stream_(o_.config.stream + ":dead"),
-      redis_(o_.redis, kBlockMs + 10000),
-      processor_(o_.config.rules, o_.config.window_ms) {}
+      reader_(o_.redis, kBlockMs + 10000, true),
+      acker_(o_.redis, 10000),
+      processor_(o_.config.rules, o_.config.window_ms),
+      queue_(2) {}
 
 bool Worker::sleep_backoff(int* backoff_ms) {
     int jitter = *backoff_ms / 5 > 0 ? static_cast<int>(now_ms() % (*backoff_ms / 5 + 1)) : 0;
@@ -53,59 +98,6 @@ bool Worker::sleep_backoff(int* backoff_ms) {
     }
     *backoff_ms = std::min(kMaxBackoffMs, *backoff_ms * 3 / 2 + 100);
     return !g_stop;
-}
-
-bool Worker::connect_redis() {
-    int backoff = 200;
-    while (!redis_.connected()) {
-        try {
-            redis_.connect();
-            log(LogLevel::info, "connected to Redis %s", describe(o_.redis).c_str());
-        } catch (const RedisError& e) {
-            log(LogLevel::warn, "%s; retrying in %.1fs", e.what(), backoff / 1000.0);
-            if (!sleep_backoff(&backoff)) return false;
-        }
-    }
-    return true;
-}
-
-bool Worker::ensure_group() {
-    int backoff = 200;
-    for (;;) {
-        if (!connect_redis()) return false;
-        try {
-            redis_.command({"XGROUP", "CREATE", o_.config.stream, o_.config.group, "0", "MKSTREAM"});
-            log(LogLevel::info, "created consumer group %s on %s", o_.config.group.c_str(),
-                o_.config.stream.c_str());
-            return true;
-        } catch (const RedisError& e) {
-            if (e.is_reply && std::strncmp(e.what(), "BUSYGROUP", 9) == 0) return true;
-            log(LogLevel::warn, "cannot create the consumer group: %s; retrying", e.what());
-            if (e.is_reply) redis_.close();
-            if (!sleep_backoff(&backoff)) return false;
-        }
-    }
-}
-
-bool Worker::open_store(bool at_start, int* fatal) {
-    int backoff = 200;
-    while (!store_) {
-        try {
-            auto s = worker::open_store(o_.database, false);
-            s->require_current_schema();
-            store_ = std::move(s);
-            log(LogLevel::info, "using database %s", describe(o_.database).c_str());
-        } catch (const DbError& e) {
-            if (!e.transient && at_start) {
-                log(LogLevel::error, "%s", e.what());
-                *fatal = 2;
-                return false;
-            }
-            log(LogLevel::warn, "database unavailable: %s; retrying in %.1fs", e.what(), backoff / 1000.0);
-            if (!sleep_backoff(&backoff)) return false;
-        }
-    }
-    return true;
 }
 
 void Worker::report(bool force) {
@@ -130,128 +122,194 @@ int Worker::run() {
         log(LogLevel::info, "stopped before the database was reachable");
         return 0;
     }
-    if (!ensure_group()) return 0;
 
-    const std::string count = std::to_string(o_.config.batch);
-    const std::string block = std::to_string(kBlockMs);
-    const std::string min_idle = std::to_string(o_.config.claim_idle_ms);
-    const std::int64_t claim_every_ms =
-        std::max<std::int64_t>(1000, std::min<std::int64_t>(o_.config.claim_idle_ms / 2, 30000));
-    Phase phase = Phase::pending;
-    std::string pending_after = "0";  // own pending entries first (a restart)
-    std::string claim_cursor = "0-0";
-    std::int64_t next_claim_ms = 0;   // claim right after the pending phase
-    int backoff = 200;
-
-    bool group_ready = true;
-    while (!g_stop) {
-        if (!redis_.connected() && !connect_redis()) break;
-        if (!group_ready) {
-            if (!ensure_group()) break;
-            group_ready = true;
+    std::thread reader([this] { read_loop(); });
+    while (auto b = queue_.pop()) {
+        Counters counters;
+        if (!apply(*b, &counters) || !finish(*b)) {
+            // Stopping while the database or Redis is away: what was read
+            // stays pending and is delivered again later.
+            queue_.close();
+            break;
         }
-        Reply reply;
-        std::vector<Entry> entries;
-        try {
-            if (phase == Phase::pending) {
-                reply = redis_.command({"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT", count,
-                                        "STREAMS", o_.config.stream, pending_after});
-                entries = stream_entries(reply.get());
-                if (entries.empty()) {
-                    phase = Phase::claim;
-                    claim_cursor = "0-0";
-                    continue;
-                }
-                pending_after = std::string(entries.back().id);
-            } else if (phase == Phase::claim) {
-                reply = redis_.command({"XAUTOCLAIM", o_.config.stream, o_.config.group, o_.consumer,
-                                        min_idle, claim_cursor, "COUNT", count});
-                if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2) {
-                    claim_cursor = reply->element[0]->type == REDIS_REPLY_STRING
-                                       ? std::string(reply->element[0]->str, reply->element[0]->len)
-                                       : "0-0";
-                    entries = entry_array(reply->element[1]);
-                } else {
-                    claim_cursor = "0-0";
-                }
-                if (!entries.empty())
-                    log(LogLevel::info, "reclaimed %zu entries idle for more than %llds", entries.size(),
-                        static_cast<long long>(o_.config.claim_idle_ms / 1000));
-                if (claim_cursor == "0-0") {
-                    phase = Phase::fresh;
-                    next_claim_ms = now_ms() + claim_every_ms;
-                }
-                if (entries.empty()) continue;
-            } else {
-                if (o_.once) {
-                    reply = redis_.command({"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT",
-                                            count, "STREAMS", o_.config.stream, ">"});
-                } else {
-                    reply = redis_.command({"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT",
-                                            count, "BLOCK", block, "STREAMS", o_.config.stream, ">"});
-                }
-                entries = stream_entries(reply.get());
-                if (!o_.once && now_ms() >= next_claim_ms) {
-                    phase = Phase::claim;
-                    claim_cursor = "0-0";
-                }
-                if (entries.empty()) {
-                    report(false);
-                    if (o_.once) break;  // drained
-                    continue;
-                }
-            }
-            backoff = 200;
-        } catch (const RedisError& e) {
-            if (e.is_reply && std::strncmp(e.what(), "NOGROUP", 7) == 0) {
-                log(LogLevel::warn, "the consumer group is gone (%s); creating it again", e.what());
-                group_ready = false;
-                continue;
-            }
-            log(LogLevel::warn, "reading the stream failed: %s; retrying in %.1fs", e.what(), backoff / 1000.0);
-            if (e.is_reply) redis_.close();
-            if (!sleep_backoff(&backoff)) break;
-            continue;
-        }
-        if (!handle(entries)) break;  // stopping before the batch could be applied
+        counters.dead = static_cast<std::int64_t>(b->dead.size());
+        total_.add(counters);
+        log(LogLevel::debug, "batch of %zu applied: %s", b->entries.size(), counters.describe().c_str());
+        b.reset();
+        queue_.done();
         report(false);
     }
+    reader.join();
     report(true);
     log(LogLevel::info, "stopped");
     return 0;
 }
 
-bool Worker::handle(const std::vector<Entry>& entries) {
-    std::vector<Event> events;
-    std::vector<std::size_t> index;  // events[i] comes from entries[index[i]]
-    std::vector<std::pair<std::size_t, std::string>> dead;
-    events.reserve(entries.size());
-    index.reserve(entries.size());
-    for (std::size_t i = 0; i < entries.size(); i++) {
-        if (entries[i].deleted) continue;  // nothing left to apply: just acknowledge
-        events.emplace_back();
-        std::string reason = parse_event(entries[i].fields, &events.back());
-        if (!reason.empty()) {
-            events.pop_back();
-            dead.emplace_back(i, std::move(reason));
-            continue;
+// ---------------------------------------------------------- reader side
+
+bool Worker::connect_reader(int* backoff) {
+    while (!reader_.connected()) {
+        try {
+            reader_.connect();
+            log(LogLevel::info, "connected to Redis %s", describe(o_.redis).c_str());
+        } catch (const RedisError& e) {
+            log(LogLevel::warn, "%s; retrying in %.1fs", e.what(), *backoff / 1000.0);
+            if (!sleep_backoff(backoff)) return false;
         }
-        index.push_back(i);
     }
-    Counters counters;
-    if (!events.empty() && !apply(events, index, entries, &dead, &counters)) return false;
-    std::sort(dead.begin(), dead.end());
-    if (!finish(entries, dead)) return false;
-    counters.dead = static_cast<std::int64_t>(dead.size());
-    total_.add(counters);
-    log(LogLevel::debug, "batch of %zu applied: %s", entries.size(), counters.describe().c_str());
     return true;
 }
 
-bool Worker::apply(const std::vector<Event>& events, const std::vector<std::size_t>& index,
-                   const std::vector<Entry>& entries,
-                   std::vector<std::pair<std::size_t, std::string>>* dead, Counters* counters) {
-    (void)entries;
+bool Worker::ensure_group() {
+    int backoff = 200;
+    for (;;) {
+        if (!connect_reader(&backoff)) return false;
+        try {
+            reader_.command({"XGROUP", "CREATE", o_.config.stream, o_.config.group, "0", "MKSTREAM"});
+            log(LogLevel::info, "created consumer group %s on %s", o_.config.group.c_str(),
+                o_.config.stream.c_str());
+            return true;
+        } catch (const RedisError& e) {
+            if (e.is_reply && std::strncmp(e.what(), "BUSYGROUP", 9) == 0) return true;
+            log(LogLevel::warn, "cannot create the consumer group: %s; retrying", e.what());
+            if (e.is_reply) reader_.close();
+            if (!sleep_backoff(&backoff)) return false;
+        }
+    }
+}
+
+// One read according to the phase: own pending entries first (a restart
+// under the same consumer name), then a reclaim sweep (XAUTOCLAIM), then
+// new entries; a sweep again every claim_idle/2 (1 to 30 s). Returns an
+// empty batch when there was nothing; throws RedisError.
+std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
+    const std::string count = std::to_string(o_.config.batch);
+    auto b = std::make_unique<Batch>();
+    if (*phase == Phase::pending) {
+        redisReply* r = reader_.command_into({"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT",
+                                              count, "STREAMS", o_.config.stream, pending_after_},
+                                             &b->arena);
+        b->entries = stream_entries(r);
+        if (b->entries.empty()) {
+            *phase = Phase::claim;
+            claim_cursor_ = "0-0";
+        } else {
+            pending_after_ = std::string(b->entries.back().id);
+        }
+    } else if (*phase == Phase::claim) {
+        if (!queue_.wait_idle()) return b;  // never claim our own entries in flight
+        const std::string min_idle = std::to_string(o_.config.claim_idle_ms);
+        redisReply* r = reader_.command_into({"XAUTOCLAIM", o_.config.stream, o_.config.group, o_.consumer,
+                                              min_idle, claim_cursor_, "COUNT", count},
+                                             &b->arena);
+        claim_cursor_ = "0-0";
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
+            if (r->element[0]->type == REDIS_REPLY_STRING)
+                claim_cursor_.assign(r->element[0]->str, r->element[0]->len);
+            b->entries = entry_array(r->element[1]);
+        }
+        if (!b->entries.empty())
+            log(LogLevel::info, "reclaimed %zu entries pending for more than %llds", b->entries.size(),
+                static_cast<long long>(o_.config.claim_idle_ms / 1000));
+        if (claim_cursor_ == "0-0") {
+            *phase = Phase::fresh;
+            const std::int64_t every =
+                std::max<std::int64_t>(1000, std::min<std::int64_t>(o_.config.claim_idle_ms / 2, 30000));
+            next_claim_ms_ = now_ms() + every;
+        }
+    } else {
+        std::vector<std::string_view> args = {"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT", count};
+        const std::string block = std::to_string(kBlockMs);
+        if (!o_.once) {
+            args.push_back("BLOCK");
+            args.push_back(block);
+        }
+        args.push_back("STREAMS");
+        args.push_back(o_.config.stream);
+        args.push_back(">");
+        redisReply* r = reader_.command_into(args, &b->arena);
+        b->entries = stream_entries(r);
+        if (!o_.once && now_ms() >= next_claim_ms_) {
+            *phase = Phase::claim;
+            claim_cursor_ = "0-0";
+        }
+    }
+    // Parse here, off the database thread.
+    b->events.reserve(b->entries.size());
+    b->index.reserve(b->entries.size());
+    for (std::size_t i = 0; i < b->entries.size(); i++) {
+        if (b->entries[i].deleted) continue;  // nothing left to apply: just acknowledge
+        b->events.emplace_back();
+        std::string reason = parse_event(b->entries[i].fields, &b->events.back());
+        if (!reason.empty()) {
+            b->events.pop_back();
+            b->dead.emplace_back(i, std::move(reason));
+            continue;
+        }
+        b->index.push_back(i);
+    }
+    return b;
+}
+
+void Worker::read_loop() {
+    Phase phase = Phase::pending;
+    int backoff = 200;
+    while (!g_stop) {
+        if (!reader_.connected() && !connect_reader(&backoff)) break;
+        if (!group_ready_) {
+            if (!ensure_group()) break;
+            group_ready_ = true;
+        }
+        std::unique_ptr<Batch> b;
+        Phase before = phase;
+        try {
+            b = read_batch(&phase);
+            backoff = 200;
+        } catch (const RedisError& e) {
+            if (e.is_reply && std::strncmp(e.what(), "NOGROUP", 7) == 0) {
+                log(LogLevel::warn, "the consumer group is gone (%s); creating it again", e.what());
+                group_ready_ = false;
+                continue;
+            }
+            log(LogLevel::warn, "reading the stream failed: %s; retrying in %.1fs", e.what(), backoff / 1000.0);
+            if (e.is_reply) reader_.close();
+            if (!sleep_backoff(&backoff)) break;
+            continue;
+        }
+        if (b->entries.empty()) {
+            if (o_.once && before == Phase::fresh) break;  // drained
+            continue;
+        }
+        if (!queue_.push(std::move(b))) break;
+    }
+    queue_.close();
+}
+
+// ------------------------------------------------------------ main side
+
+bool Worker::open_store(bool at_start, int* fatal) {
+    int backoff = 200;
+    while (!store_) {
+        try {
+            auto s = worker::open_store(o_.database, false);
+            s->require_current_schema();
+            store_ = std::move(s);
+            log(LogLevel::info, "using database %s", describe(o_.database).c_str());
+        } catch (const DbError& e) {
+            if (!e.transient && at_start) {
+                log(LogLevel::error, "%s", e.what());
+                *fatal = 2;
+                return false;
+            }
+            log(LogLevel::warn, "database unavailable: %s; retrying in %.1fs", e.what(), backoff / 1000.0);
+            if (!sleep_backoff(&backoff)) return false;
+        }
+    }
+    return true;
+}
+
+bool Worker::apply(Batch& b, Counters* counters) {
+    if (b.events.empty()) return true;
     int backoff = 200;
     for (;;) {
         int fatal = 0;
@@ -259,7 +317,7 @@ bool Worker::apply(const std::vector<Event>& events, const std::vector<std::size
         Counters c;
         try {
             store_->begin();
-            for (const Event& ev : events) processor_.apply(*store_, ev, &c);
+            for (const Event& ev : b.events) processor_.apply(*store_, ev, &c);
             processor_.flush(*store_, &c);
             store_->commit();
             counters->add(c);
@@ -282,17 +340,17 @@ bool Worker::apply(const std::vector<Event>& events, const std::vector<std::size
             if (!sleep_backoff(&backoff)) return false;
             continue;
         }
-        // One event per transaction: the event that fails for good goes to
+        // One event per transaction: an event that fails for good goes to
         // the dead stream, the others are applied (idempotently, so the
-        // whole batch may be run again after a transient error).
+        // whole batch may run again after a transient error).
         Counters each_total;
         bool transient = false;
         std::vector<std::pair<std::size_t, std::string>> failed;
-        for (std::size_t i = 0; i < events.size() && !transient; i++) {
+        for (std::size_t i = 0; i < b.events.size() && !transient; i++) {
             Counters one;
             try {
                 store_->begin();
-                processor_.apply(*store_, events[i], &one);
+                processor_.apply(*store_, b.events[i], &one);
                 processor_.flush(*store_, &one);
                 store_->commit();
                 each_total.add(one);
@@ -303,7 +361,7 @@ bool Worker::apply(const std::vector<Event>& events, const std::vector<std::size
                     log(LogLevel::warn, "database error, the batch is retried: %s", e.what());
                     transient = true;
                 } else {
-                    failed.emplace_back(index[i], std::string("cannot be applied: ") + e.what());
+                    failed.emplace_back(b.index[i], std::string("cannot be applied: ") + e.what());
                 }
             }
         }
@@ -313,52 +371,52 @@ bool Worker::apply(const std::vector<Event>& events, const std::vector<std::size
             continue;
         }
         counters->add(each_total);
-        for (auto& f : failed) dead->push_back(std::move(f));
+        for (auto& f : failed) b.dead.push_back(std::move(f));
+        std::sort(b.dead.begin(), b.dead.end());
         return true;
     }
 }
 
-bool Worker::finish(const std::vector<Entry>& entries,
-                    const std::vector<std::pair<std::size_t, std::string>>& dead) {
+bool Worker::finish(const Batch& b) {
     std::size_t dead_sent = 0;
     int backoff = 200;
     int attempts_while_stopping = 0;
     for (;;) {
         try {
-            if (!redis_.connected()) redis_.connect();
-            for (; dead_sent < dead.size(); dead_sent++) {
-                const Entry& e = entries[dead[dead_sent].first];
+            if (!acker_.connected()) acker_.connect();
+            for (; dead_sent < b.dead.size(); dead_sent++) {
+                const Entry& e = b.entries[b.dead[dead_sent].first];
                 std::vector<std::string_view> args = {"XADD", dead_stream_, "*", "reason",
-                                                      dead[dead_sent].second, "entry", e.id};
+                                                      b.dead[dead_sent].second, "entry", e.id};
                 for (const Field& f : e.fields) {
                     args.push_back(f.name);
                     args.push_back(f.value);
                 }
-                redis_.command(args);
+                acker_.command(args);
                 log(LogLevel::warn, "entry %.*s sent to %s: %s", static_cast<int>(e.id.size()), e.id.data(),
-                    dead_stream_.c_str(), dead[dead_sent].second.c_str());
+                    dead_stream_.c_str(), b.dead[dead_sent].second.c_str());
             }
             std::vector<std::string_view> ack = {"XACK", o_.config.stream, o_.config.group};
-            for (const Entry& e : entries) ack.push_back(e.id);
-            redis_.command(ack);
+            ack.reserve(b.entries.size() + 3);
+            for (const Entry& e : b.entries) ack.push_back(e.id);
+            acker_.command(ack);
             return true;
         } catch (const RedisError& e) {
-            if (e.is_reply) redis_.close();
+            if (e.is_reply) acker_.close();
             if (g_stop && ++attempts_while_stopping > 5) {
                 log(LogLevel::warn,
                     "stopping with %zu entries applied but not acknowledged (%s): they will be delivered "
                     "again and change nothing",
-                    entries.size(), e.what());
+                    b.entries.size(), e.what());
                 return false;
             }
             log(LogLevel::warn, "acknowledging the batch failed: %s; retrying in %.1fs", e.what(),
                 backoff / 1000.0);
-            int b = backoff;
             if (g_stop) {
-                usleep(static_cast<useconds_t>(std::min(b, 1000)) * 1000);
+                usleep(static_cast<useconds_t>(std::min(backoff, 1000)) * 1000);
                 backoff = std::min(kMaxBackoffMs, backoff * 3 / 2 + 100);
-            } else if (!sleep_backoff(&backoff)) {
-                continue;
+            } else {
+                sleep_backoff(&backoff);
             }
         }
     }

@@ -1,8 +1,14 @@
-// The consumer loop: XREADGROUP / XAUTOCLAIM, one transaction per batch,
-// dead letters, XACK; waits and retries when Redis or the database is away.
+// The consumer: a reader thread takes batches from the stream
+// (XREADGROUP, XAUTOCLAIM) and parses them while the main thread applies
+// the previous batch in one database transaction, sends its dead letters
+// and XACKs it. Redis or the database going away makes either side wait
+// and retry with backoff.
 #pragma once
+#include <condition_variable>
 #include <csignal>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "worker/config.h"
@@ -24,6 +30,39 @@ struct WorkerOptions {
 extern volatile std::sig_atomic_t g_stop;
 void install_signal_handlers();
 
+// One batch read from the stream, parsed, waiting to be applied.
+struct Batch {
+    Arena arena;  // holds the reply every view below points into
+    std::vector<Entry> entries;
+    std::vector<Event> events;
+    std::vector<std::size_t> index;                          // events[i] is entries[index[i]]
+    std::vector<std::pair<std::size_t, std::string>> dead;   // entry, reason
+};
+
+// Hands batches from the reader thread to the main thread.
+class BatchQueue {
+public:
+    explicit BatchQueue(std::size_t capacity) : capacity_(capacity) {}
+    // False when the queue was closed (the consumer is gone).
+    bool push(std::unique_ptr<Batch> b);
+    // nullptr once the queue is closed and empty.
+    std::unique_ptr<Batch> pop();
+    // The popped batch is applied and acknowledged.
+    void done();
+    // Waits until every pushed batch is done (before a reclaim sweep, so a
+    // consumer never claims its own entries in flight). False when closed.
+    bool wait_idle();
+    void close();
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<std::unique_ptr<Batch>> q_;
+    std::size_t capacity_;
+    int in_flight_ = 0;
+    bool closed_ = false;
+};
+
 class Worker {
 public:
     explicit Worker(WorkerOptions opts);
@@ -34,25 +73,32 @@ public:
 private:
     enum class Phase { pending, claim, fresh };
 
-    bool connect_redis();       // false only when stopping
-    bool ensure_group();        // false only when stopping
-    bool open_store(bool at_start, int* fatal);  // false when stopping or fatal
-    bool handle(const std::vector<Entry>& entries);
-    bool apply(const std::vector<Event>& events, const std::vector<std::size_t>& index,
-               const std::vector<Entry>& entries, std::vector<std::pair<std::size_t, std::string>>* dead,
-               Counters* counters);
-    bool finish(const std::vector<Entry>& entries,
-                const std::vector<std::pair<std::size_t, std::string>>& dead);
+    // reader thread
+    void read_loop();
+    bool connect_reader(int* backoff);
+    bool ensure_group();
+    std::unique_ptr<Batch> read_batch(Phase* phase);
+    // main thread
+    bool open_store(bool at_start, int* fatal);
+    bool apply(Batch& b, Counters* counters);
+    bool finish(const Batch& b);
     bool sleep_backoff(int* backoff_ms);  // false when stopping
     void report(bool force);
 
     WorkerOptions o_;
     std::string dead_stream_;
-    Redis redis_;
+    Redis reader_;  // XREADGROUP / XAUTOCLAIM, replies in arenas
+    Redis acker_;   // dead letters, XACK
     std::unique_ptr<Store> store_;
     Processor processor_;
+    BatchQueue queue_;
     Counters total_, reported_;
     std::int64_t last_report_ms_ = 0;
+    // reader state
+    std::string pending_after_ = "0";
+    std::string claim_cursor_ = "0-0";
+    std::int64_t next_claim_ms_ = 0;
+    bool group_ready_ = false;
 };
 
 }  // namespace referral::worker
