@@ -83,8 +83,10 @@ public:
     // SQL for a timestamp column rendered as ISO 8601 UTC text
     // ("2026-01-02T03:04:05Z").
     virtual std::string iso(const std::string& column) const = 0;
-    // SQL for "the current time" as a parameter is preferred; this is only
-    // for DDL defaults.
+
+    // A long-running writer (the worker) asks for this: SQLite then
+    // checkpoints its WAL from a thread of its own, off the write path.
+    virtual void background_checkpoints() {}
 };
 
 // Opens the database. `create`: SQLite may create a missing file (migrate).

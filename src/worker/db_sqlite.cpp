@@ -3,9 +3,13 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "worker/db.h"
+#include "worker/util.h"
 
 namespace referral::worker {
 namespace {
@@ -68,6 +72,14 @@ public:
     }
 
     ~SqliteDb() override {
+        if (checkpointer_.joinable()) {
+            {
+                std::lock_guard<std::mutex> lock(m_);
+                stop_ = true;
+            }
+            cv_.notify_all();
+            checkpointer_.join();
+        }
         for (auto* st : stmts_) sqlite3_finalize(st);
         sqlite3_close_v2(db_);
     }
@@ -151,7 +163,51 @@ public:
         return "strftime('%Y-%m-%dT%H:%M:%SZ', " + column + ")";
     }
 
+    // The writer stops checkpointing (and waiting for fsync) itself; a
+    // thread with its own connection copies the WAL back into the database
+    // (PASSIVE: never blocks the writer) several times a second, and when
+    // the WAL has grown past 64 MB, a RESTART (a short wait for the writer
+    // between two batches) lets the next transaction start the WAL over.
+    void background_checkpoints() override {
+        if (checkpointer_.joinable()) return;
+        exec_script("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;");
+        checkpointer_ = std::thread([this] { checkpoint_loop(); });
+    }
+
 private:
+    void checkpoint_loop() {
+        sqlite3* db = nullptr;
+        std::unique_lock<std::mutex> lock(m_);
+        while (!stop_) {
+            cv_.wait_for(lock, std::chrono::milliseconds(100));
+            if (stop_) break;
+            lock.unlock();
+            if (!db) {
+                if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+                    SQLITE_OK) {
+                    sqlite3_close_v2(db);
+                    db = nullptr;
+                } else {
+                    sqlite3_busy_timeout(db, 2000);
+                }
+            }
+            if (db) {
+                int log_frames = 0, done = 0;
+                int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
+                if (rc == SQLITE_OK && log_frames > 16384 && done == log_frames) {
+                    sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_RESTART, &log_frames, &done);
+                } else if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+                    log(LogLevel::warn, "SQLite checkpoint failed: %s", sqlite3_errmsg(db));
+                    sqlite3_close_v2(db);
+                    db = nullptr;
+                }
+            }
+            lock.lock();
+        }
+        lock.unlock();
+        if (db) sqlite3_close_v2(db);
+    }
+
     static constexpr int kBegin = 1000, kCommit = 1001, kClick = 1002;
 
     sqlite3_stmt* prepare(int id, const char* sql) {
@@ -209,6 +265,10 @@ private:
     sqlite3* db_ = nullptr;
     std::vector<sqlite3_stmt*> stmts_;
     std::int64_t inserted_ = 0;
+    std::thread checkpointer_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool stop_ = false;
 };
 
 }  // namespace

@@ -159,18 +159,26 @@ std::string Counters::describe() const {
 
 void Processor::forget() {
     codes_.clear();
+    last_code_.clear();
     owners_.clear();
     pending_clicks_ = 0;
 }
 
 std::optional<ReferralRef> Processor::lookup_code(Store& store, std::string_view code) {
+    if (!last_code_.empty() && code == last_code_) return last_ref_;
     std::string key(code);
     auto it = codes_.find(key);
-    if (it != codes_.end()) return it->second;
+    if (it != codes_.end()) {
+        last_code_ = it->first;
+        last_ref_ = it->second;
+        return it->second;
+    }
     auto ref = store.find_code(code);
     if (!ref) return std::nullopt;  // unknown codes are not cached: one may be created later
     if (codes_.size() > 200000) codes_.clear();
-    codes_.emplace(std::move(key), *ref);
+    codes_.emplace(key, *ref);
+    last_code_ = std::move(key);
+    last_ref_ = *ref;
     return ref;
 }
 

@@ -78,6 +78,8 @@ private:
     std::int64_t pending_clicks_ = 0;
     // Codes and owners never change once created: safe to cache.
     std::unordered_map<std::string, ReferralRef> codes_;
+    std::string last_code_;  // most clicks of a batch carry few codes
+    ReferralRef last_ref_;
     std::unordered_map<std::int64_t, std::string> owners_;
 };
 

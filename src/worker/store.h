@@ -77,6 +77,7 @@ public:
     // build's.
     void require_current_schema();
 
+    void background_checkpoints() { db_->background_checkpoints(); }
     void begin() { db_->begin(); }
     void commit() { db_->commit(); }
     void rollback() noexcept { db_->rollback(); }

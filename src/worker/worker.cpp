@@ -293,6 +293,7 @@ bool Worker::open_store(bool at_start, int* fatal) {
         try {
             auto s = worker::open_store(o_.database, false);
             s->require_current_schema();
+            s->background_checkpoints();
             store_ = std::move(s);
             log(LogLevel::info, "using database %s", describe(o_.database).c_str());
         } catch (const DbError& e) {

@@ -544,3 +544,58 @@ def test_database_going_away_makes_the_worker_wait_not_exit(redis, tmp, pg):
     finally:
         w.send_signal(signal.SIGTERM)
         w.wait(timeout=15)
+
+
+def test_an_event_the_database_refuses_goes_to_the_dead_stream(env):
+    """A permanent database error (here a constraint the application added)
+    is not retried forever: that event alone is dead-lettered, the rest of
+    its batch is applied."""
+    if env.backend == "sqlite":
+        env.db.query("CREATE TRIGGER no_poison BEFORE INSERT ON referral_response"
+                     " WHEN NEW.user_agent LIKE '%poison%'"
+                     " BEGIN SELECT RAISE(ABORT, 'poisoned user agent'); END")
+    else:
+        env.db.query("ALTER TABLE referral_response ADD CONSTRAINT no_poison"
+                     " CHECK (user_agent NOT LIKE '%poison%')")
+    code = env.code("alice")
+    good = [event_fields("click", code=code) for _ in range(5)]
+    bad = event_fields("click", code=code, ua="poison/1.0")
+    env.send(*good[:2], bad, *good[2:])
+    log = env.drain()
+    assert env.responses() == 5
+    dead = env.r.stream(env.stream + ":dead")
+    assert len(dead) == 1
+    assert dead[0][1]["id"] == bad["id"]
+    assert dead[0][1]["reason"].startswith("cannot be applied")
+    assert env.pending() == 0
+    assert counts(log)["dead"] == 1
+
+
+def test_redis_over_a_unix_socket(tmp):
+    r = RedisServer(unix=True).start()
+    try:
+        db = MainDb("sqlite", tmp)
+        ctl(db.url, "migrate", check=True)
+        code = ctl(db.url, "code", "create", "--user", "alice", check=True)[1].strip()
+        c = r.client()
+        c.cmd(*xadd_args("referral:events", event_fields("click", code=code)))
+        p = subprocess.run([WORKER, "--once", "--redis", "unix:" + r.unix, "--database", db.path],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert db.count("SELECT count(*) FROM referral_response") == 1
+    finally:
+        r.close()
+
+
+def test_the_example_config_is_accepted_and_flags_override_it(env):
+    source = os.environ.get("REFERRAL_SOURCE_DIR",
+                            os.path.join(os.path.dirname(__file__), "..", ".."))
+    with open(os.path.join(source, "config", "worker.toml")) as f:
+        text = f.read()
+    code = env.code("alice")
+    env.conversion("signup", "bob", code)
+    # the file names /var/lib/referral/referral.db and 127.0.0.1:6379; the
+    # flags (--redis, --stream, --database) win
+    env.drain(config=text)
+    assert env.referrer_of("bob") == "alice"
+    assert env.rewards("alice")[0][:4] == ("free-trial-extension", "referrer", "trial_days", "7")
