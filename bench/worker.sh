@@ -3,18 +3,20 @@
 #
 # Fills a fresh Redis stream with 10 000, 100 000 and 1 000 000 click events
 # for one known code (fields exactly as the module writes them), then times
-# `referral-worker --once` draining them into SQLite and into PostgreSQL.
-# Prints events/s per size so the growth of the per-event cost is visible.
+# `referral-worker --once` draining them into SQLite and into PostgreSQL
+# (each run with a fresh database and a consumer group of its own, so one
+# fill serves every run). Prints events/s per size so the growth of the
+# per-event cost is visible, for the default batch (500) and a larger one.
 #
 #   bench/worker.sh [SIZE...]          (default: 10000 100000 1000000)
 #   REFERRAL_BUILD_DIR=build-worker bench/worker.sh
-#   BENCH_BATCH=500                    (worker --batch)
+#   BENCH_BATCHES="500 5000"           (worker --batch values; 500 is the default)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${REFERRAL_BUILD_DIR:-$ROOT/build}
 WORKER=$BUILD/referral-worker
 CTL=$BUILD/referralctl
-BATCH=${BENCH_BATCH:-500}
+read -r -a BATCHES <<<"${BENCH_BATCHES:-500 5000}"
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000 1000000)
 for bin in "$WORKER" "$CTL"; do
@@ -68,40 +70,56 @@ out.write(b"".join(buf))
 PY
 }
 
-run_one() { # BACKEND N
-  local backend=$1 n=$2 db
+CODE=benchReferrerCode0123456789
+
+fresh_db() { # BACKEND -> prints the database URL, migrated, with CODE owned by bench-referrer
+  local backend=$1 db
   if [ "$backend" = sqlite ]; then
     rm -f "$TMP"/bench.db*
     db="sqlite://$TMP/bench.db"
+    "$CTL" --database "$db" migrate >/dev/null
+    sqlite3 "$TMP/bench.db" "INSERT INTO referral (user_id, code, label, created_at)
+                              VALUES ('bench-referrer', '$CODE', '', '2025-01-01 00:00:00.000000')"
   else
-    as_pg "$PGBIN/dropdb" --if-exists -h 127.0.0.1 -p "$PG_PORT" -U "$PGUSER" bench >/dev/null
+    as_pg "$PGBIN/dropdb" --if-exists -h 127.0.0.1 -p "$PG_PORT" -U "$PGUSER" bench >/dev/null 2>&1
     as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PGUSER" bench
     db="postgresql://$PGUSER@127.0.0.1:$PG_PORT/bench"
+    "$CTL" --database "$db" migrate >/dev/null
+    psql -X -q "$db" -c "INSERT INTO referral (user_id, code, label, created_at)
+                         VALUES ('bench-referrer', '$CODE', '', now())" >/dev/null
   fi
-  "$CTL" --database "$db" migrate >/dev/null
-  local code
-  code=$("$CTL" --database "$db" code create --user bench-referrer)
-  redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
-  generate "$n" "$code" | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
-  local len
-  len=$(redis-cli -p "$REDIS_PORT" xlen referral:events)
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$WORKER" --once --redis "redis://127.0.0.1:$REDIS_PORT" --database "$db" --batch "$BATCH" 2>"$TMP/worker.log" \
-    || { cat "$TMP/worker.log" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  local stored
-  stored=$("$CTL" --json --database "$db" stats | python3 -c 'import json,sys; r=json.load(sys.stdin)["referrers"]; print(r[0]["clicks"] if r else 0)')
-  python3 - "$backend" "$len" "$t0" "$t1" "$stored" <<'PY'
-import sys
-backend, n, t0, t1, stored = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-s = t1 - t0
-print(f"{backend:<11} {n:>9} events  {s:8.2f} s  {n / s:>10,.0f} events/s  {s / n * 1e6:7.2f} us/event  stored {stored}")
-PY
+  echo "$db"
 }
 
-echo "referral-worker --once, click events for one known code, batch $BATCH"
+run_one() { # BACKEND N BATCH
+  local backend=$1 n=$2 batch=$3 db t0 t1 stored
+  db=$(fresh_db "$backend")
+  t0=$(date +%s.%N)
+  # every run reads the whole stream through a consumer group of its own
+  "$WORKER" --once --redis "redis://127.0.0.1:$REDIS_PORT" --database "$db" --batch "$batch" \
+    --group "bench-$backend-$batch" 2>"$TMP/worker.log" || { cat "$TMP/worker.log" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  stored=$("$CTL" --json --database "$db" stats |
+           python3 -c 'import json,sys; r=json.load(sys.stdin)["referrers"]; print(r[0]["clicks"] if r else 0)')
+  python3 - "$backend" "$n" "$batch" "$t0" "$t1" "$stored" <<'PY'
+import sys
+backend, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t0, t1, stored = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+s = t1 - t0
+print(f"{backend:<11} {n:>9} events  batch {batch:>5}  {s:8.2f} s  {n / s:>10,.0f} events/s"
+      f"  {s / n * 1e6:7.2f} us/event  stored {stored}")
+PY
+  [ "$stored" -eq "$n" ] || { echo "bench/worker.sh: stored $stored of $n" >&2; exit 1; }
+}
+
+echo "referral-worker --once draining click events for one known code"
 for n in "${SIZES[@]}"; do
-  run_one sqlite "$n"
-  run_one postgresql "$n"
+  redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
+  generate "$n" "$CODE" | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
+  [ "$(redis-cli -p "$REDIS_PORT" xlen referral:events)" -eq "$n" ] || { echo "fill failed" >&2; exit 1; }
+  for backend in sqlite postgresql; do
+    for batch in "${BATCHES[@]}"; do
+      run_one "$backend" "$n" "$batch"
+    done
+  done
 done
