@@ -60,7 +60,7 @@ public:
 
     void push(const char* cmd, size_t len) {
         if (spool_ && (state_ == State::failing || backlog_ || !outbox_.fits(len))) {
-            if (to_spool(std::string_view(cmd, len))) return;
+            if (to_spool(std::string_view(cmd, len), true)) return;
         }
         if (!outbox_.fits(len)) {
             drop(1, "the buffer is full and no spool is available");
@@ -183,6 +183,11 @@ private:
         ngx_log_error((outage_ ? NGX_LOG_INFO : NGX_LOG_ERR), log_, 0,
                       "referral: Redis unavailable: %s", why);
         outage_ = true;
+        // A connection that held for a while starts the backoff afresh; one
+        // that Redis accepts and drops at once keeps backing off.
+        if (state_ == State::ready && now_ms() - connected_at_ > static_cast<std::int64_t>(kBackoffMaxMs)) {
+            backoff_ = 0;
+        }
         state_ = State::failing;
         backoff_ = backoff_ == 0 ? kBackoffMinMs : ngx_min(backoff_ * 3 / 2, kBackoffMaxMs);
         ngx_msec_t jitter = static_cast<ngx_msec_t>(ngx_random()) % (backoff_ / 4 + 1);
@@ -209,8 +214,7 @@ private:
         }
         ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: connected to Redis");
         d->state_ = State::ready;
-        d->backoff_ = 0;
-        d->outage_ = false;
+        d->connected_at_ = now_ms();
         d->replay();
     }
 
@@ -272,6 +276,7 @@ private:
 
     void acked() {
         referral::OutboxEntry e = outbox_.ack();
+        outage_ = false;  // over only once Redis has taken an event
         count(&Counters::sent);
         count(&Counters::buffered, -1);
         if (e.claim != 0) {
@@ -310,14 +315,17 @@ private:
 
     // --------------------------------------------------------------- spool
 
-    bool to_spool(std::string_view cmd) {
+    // `first_time`: the event was never on disk before. A replayed event
+    // that goes back to the spool (Redis dropped again) is not counted
+    // twice, so `spooled - replayed` stays the backlog.
+    bool to_spool(std::string_view cmd, bool first_time) {
         std::string err;
         if (!spool_->append(cmd, &err)) {
             ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
             return false;
         }
         backlog_ = true;
-        count(&Counters::spooled);
+        if (first_time) count(&Counters::spooled);
         return true;
     }
 
@@ -327,7 +335,7 @@ private:
         auto entries = outbox_.take_all();
         size_t moved = 0;
         for (auto& e : entries) {
-            if (!to_spool(e.command)) {
+            if (!to_spool(e.command, e.claim == 0)) {
                 outbox_.push(std::move(e.command), 0);  // keep it in memory
                 continue;
             }
@@ -432,6 +440,7 @@ private:
     std::uint64_t generation_ = 0;
     ngx_msec_t backoff_ = 0;
     std::int64_t connect_started_ = 0;
+    std::int64_t connected_at_ = 0;
     std::int64_t exiting_since_ = 0;
     bool backlog_ = false;
     bool final_ = false;
