@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
         char host[256] = {0};
         if (gethostname(host, sizeof(host) - 1) != 0 || !host[0]) std::snprintf(host, sizeof(host), "worker");
         c.consumer = std::string(host) + "-" + std::to_string(getpid());
+        o.consumer_is_default = true;
     }
     o.consumer = c.consumer;
     o.once = once;

@@ -140,9 +140,24 @@ int Worker::run() {
         report(false);
     }
     reader.join();
+    forget_consumer();
     report(true);
     log(LogLevel::info, "stopped");
     return 0;
+}
+
+// A default consumer name is new with every process: once it has nothing
+// pending, remove it from the group so that dead names do not pile up.
+void Worker::forget_consumer() {
+    if (!o_.consumer_is_default) return;
+    try {
+        if (!acker_.connected()) acker_.connect();
+        Reply r = acker_.command({"XPENDING", o_.config.stream, o_.config.group, "-", "+", "1", o_.consumer});
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 0)
+            acker_.command({"XGROUP", "DELCONSUMER", o_.config.stream, o_.config.group, o_.consumer});
+    } catch (const RedisError&) {
+        // not important: the name just stays in XINFO CONSUMERS
+    }
 }
 
 // ---------------------------------------------------------- reader side

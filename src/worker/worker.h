@@ -23,6 +23,7 @@ struct WorkerOptions {
     RedisAddress redis;
     DatabaseUrl database;
     std::string consumer;
+    bool consumer_is_default = false;  // "<host>-<pid>": forgotten on a clean exit
     bool once = false;
 };
 
@@ -84,6 +85,7 @@ private:
     bool finish(const Batch& b);
     bool sleep_backoff(int* backoff_ms);  // false when stopping
     void report(bool force);
+    void forget_consumer();
 
     WorkerOptions o_;
     std::string dead_stream_;

@@ -599,3 +599,12 @@ def test_the_example_config_is_accepted_and_flags_override_it(env):
     env.drain(config=text)
     assert env.referrer_of("bob") == "alice"
     assert env.rewards("alice")[0][:4] == ("free-trial-extension", "referrer", "trial_days", "7")
+
+
+def test_a_default_consumer_name_is_removed_on_a_clean_exit(env):
+    code = env.code("alice")
+    env.click(code)
+    env.drain()
+    env.drain("--consumer", "kept-name")
+    names = [c[1] for c in env.r.cmd("XINFO", "CONSUMERS", env.stream, env.group)]
+    assert names == ["kept-name"]
