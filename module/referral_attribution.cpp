@@ -13,6 +13,8 @@
 namespace referral_ngx {
 namespace {
 
+constexpr int kMaxCookieCandidates = 4;
+
 std::string_view view(const ngx_str_t& s) {
     return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
 }
@@ -70,22 +72,30 @@ void compute(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx) {
         if (code_invalid) count(&Counters::invalid_codes);
     }
 
+    // The first valid cookie of our name wins; a browser may hold several
+    // (other Domain or Path). A few at most are looked at.
     referral::CookieClaims claims{};
     bool cookie_valid = false, cookie_rejected = false;
-    ngx_str_t cookie = ngx_null_string;
-    ngx_str_t name = lcf->cookie_name;
-    if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies, &name, &cookie) != NGX_DECLINED) {
-        referral::CookieStatus st = referral::verify_cookie(
-            view(cookie), static_cast<const referral::Key*>(lcf->keys->elts), lcf->keys->nelts,
-            now, window_ms, &claims);
-        cookie_valid = st == referral::CookieStatus::valid;
-        cookie_rejected = !cookie_valid;
-        if (cookie_rejected) {
-            count(&Counters::rejected_cookies);
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "referral: ignored cookie \"%V\": %s", &lcf->cookie_name,
-                          referral::to_string(st));
-        }
+    referral::CookieStatus rejected_why = referral::CookieStatus::valid;
+    int candidates = 0;
+    const auto* keys = static_cast<const referral::Key*>(lcf->keys->elts);
+    auto** cookies = static_cast<ngx_table_elt_t**>(r->headers_in.cookies.elts);
+    for (ngx_uint_t i = 0; i < r->headers_in.cookies.nelts && !cookie_valid; i++) {
+        cookie_valid = referral::for_each_cookie(
+            view(cookies[i]->value), view(lcf->cookie_name), [&](std::string_view value) {
+                if (++candidates > kMaxCookieCandidates) return true;
+                referral::CookieStatus st = referral::verify_cookie(
+                    value, keys, lcf->keys->nelts, now, window_ms, &claims);
+                if (st != referral::CookieStatus::valid) rejected_why = st;
+                return st == referral::CookieStatus::valid;
+            });
+        if (candidates > kMaxCookieCandidates) cookie_valid = false;
+    }
+    if (!cookie_valid && candidates > 0) {
+        cookie_rejected = true;
+        count(&Counters::rejected_cookies);
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "referral: ignored cookie \"%V\": %s",
+                      &lcf->cookie_name, referral::to_string(rejected_why));
     }
 
     if (code_valid) {

@@ -58,4 +58,24 @@ CookieStatus verify_cookie(std::string_view value, const Key* keys,
                            std::size_t nkeys, std::int64_t now_ms,
                            std::int64_t window_ms, CookieClaims* out) noexcept;
 
+// Calls f(value) for each cookie called `name` in one Cookie header value
+// ("a=1; b=2"), in order, until f returns true; returns whether it did. A
+// browser sends several cookies of one name when they differ in Domain or
+// Path, so a caller looking for a valid one should look at all of them.
+template <typename F>
+bool for_each_cookie(std::string_view header, std::string_view name, F&& f) {
+    while (!header.empty()) {
+        std::size_t semi = header.find(';');
+        std::string_view pair = header.substr(0, semi);
+        header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
+        while (!pair.empty() && (pair.front() == ' ' || pair.front() == '\t')) pair.remove_prefix(1);
+        std::size_t eq = pair.find('=');
+        if (eq == std::string_view::npos || pair.substr(0, eq) != name) continue;
+        std::string_view value = pair.substr(eq + 1);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+        if (f(value)) return true;
+    }
+    return false;
+}
+
 }  // namespace referral

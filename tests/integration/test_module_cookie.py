@@ -329,3 +329,23 @@ def test_key_file_readable_only_by_root_is_read_at_configuration_time(edge):
     r = click(n.port)
     assert echoed(r)["status"] == "new"
     assert echoed(with_cookie(n.port, r.cookie().value))["status"] == "cookie"
+
+
+def test_a_valid_cookie_after_a_bad_one_of_the_same_name_is_used(edge):
+    # Browsers send several cookies of one name when Domain or Path differ.
+    n = edge()
+    good = click(n.port).cookie().value
+    for header in (f"referral=garbage; referral={good}",
+                   f"other=1; referral=1.x.y.z.w; x=2; referral={good}"):
+        r = http_request(n.port, "/", [("Cookie", header)])
+        got = echoed(r)
+        assert got["status"] == "cookie", (header, got)
+        assert got["code"] == CODE
+    # and in a second Cookie header line
+    r = http_request(n.port, "/", [("Cookie", "referral=garbage"), ("Cookie", f"referral={good}")])
+    assert echoed(r)["status"] == "cookie"
+    # no valid one at all: invalid, counted once per request
+    before = referral_status(n.port)["rejected_cookies"]
+    r = http_request(n.port, "/", [("Cookie", "referral=a; referral=b")])
+    assert echoed(r)["status"] == "invalid"
+    assert referral_status(n.port)["rejected_cookies"] == before + 1

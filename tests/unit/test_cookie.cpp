@@ -14,6 +14,7 @@ extern "C" {
 
 #include <cstring>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "core/code.h"
@@ -384,6 +385,34 @@ void test_prepared_key_matches_one_shot(void**) {
     assert_int_equal(verify(sign("prep_code", kVisitor, kNow, A), {fast_b}), CookieStatus::bad_mac);
 }
 
+void test_for_each_cookie(void**) {
+    std::vector<std::string> seen;
+    auto collect = [&](std::string_view v) {
+        seen.emplace_back(v);
+        return false;
+    };
+    assert_false(referral::for_each_cookie("a=1; referral=x; b=2;referral=y ;referrals=z; referral",
+                                           "referral", collect));
+    assert_int_equal(seen.size(), 2);
+    assert_string_equal(seen[0].c_str(), "x");
+    assert_string_equal(seen[1].c_str(), "y");
+    // Stops at the first the caller accepts.
+    seen.clear();
+    assert_true(referral::for_each_cookie("referral=1; referral=2", "referral", [&](std::string_view v) {
+        seen.emplace_back(v);
+        return v == "1";
+    }));
+    assert_int_equal(seen.size(), 1);
+    // Names are case-sensitive and must match whole.
+    seen.clear();
+    referral::for_each_cookie("Referral=1; xreferral=2; referral_=3", "referral", collect);
+    assert_int_equal(seen.size(), 0);
+    // An empty value is still a value (and will fail verification).
+    referral::for_each_cookie("referral=", "referral", collect);
+    assert_int_equal(seen.size(), 1);
+    assert_string_equal(seen[0].c_str(), "");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -398,6 +427,7 @@ int main(void) {
         cmocka_unit_test(test_sign_refuses),
         cmocka_unit_test(test_to_string),
         cmocka_unit_test(test_prepared_key_matches_one_shot),
+        cmocka_unit_test(test_for_each_cookie),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
