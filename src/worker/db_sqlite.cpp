@@ -35,9 +35,20 @@ std::string to_sqlite_placeholders(const char* sql) {
     return s;
 }
 
+// Before any connection: no global memory statistics (a mutex taken on
+// every allocation SQLite makes).
+void configure_sqlite_once() {
+    static const bool done = [] {
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+        return true;
+    }();
+    (void)done;
+}
+
 class SqliteDb final : public Db {
 public:
     SqliteDb(const std::string& path, bool create) : path_(path) {
+        configure_sqlite_once();
         if (!create) {
             struct stat st;
             if (stat(path.c_str(), &st) != 0 && errno == ENOENT) {
