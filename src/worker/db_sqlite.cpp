@@ -144,7 +144,15 @@ public:
         }
     }
 
-    void begin() override { exec(kBegin, "BEGIN IMMEDIATE", {}); }
+    void begin() override {
+        if (checkpointer_.joinable()) {
+            // The checkpointer wants the write lock for its RESTART: let it
+            // have it between two batches.
+            std::unique_lock<std::mutex> lock(m_);
+            cv_.wait_for(lock, std::chrono::seconds(5), [&] { return !pause_writer_; });
+        }
+        exec(kBegin, "BEGIN IMMEDIATE", {});
+    }
     void commit() override { exec(kCommit, "COMMIT", {}); }
     void rollback() noexcept override {
         if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -174,23 +182,43 @@ public:
         return "strftime('%Y-%m-%dT%H:%M:%SZ', " + column + ")";
     }
 
-    // The writer stops checkpointing (and waiting for fsync) itself; a
-    // thread with its own connection copies the WAL back into the database
-    // (PASSIVE: never blocks the writer) several times a second, and when
-    // the WAL has grown past 64 MB, a RESTART (a short wait for the writer
-    // between two batches) lets the next transaction start the WAL over.
+    // The writer stops checkpointing (and waiting for fsync) itself: when a
+    // commit leaves more than kCheckpointFrames frames (256 MB) in the WAL,
+    // a thread with its own connection copies them back into the database
+    // (PASSIVE: the writer goes on meanwhile), then a RESTART, for which the
+    // writer pauses between two batches, lets the next transaction start
+    // the WAL over (a busy writer would otherwise starve it and the WAL
+    // would grow without end). Checkpointing seldom writes each page once for many
+    // commits: random event ids dirty about one index page per event. The
+    // WAL file keeps its size (no journal_size_limit): overwriting blocks
+    // that exist is much cheaper than extending the file again (frames are
+    // not block-aligned, so ext4 would zero every new block first).
     void background_checkpoints() override {
         if (checkpointer_.joinable()) return;
-        exec_script("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;");
+        sqlite3_wal_hook(db_, &SqliteDb::on_commit, this);  // replaces wal_autocheckpoint
         checkpointer_ = std::thread([this] { checkpoint_loop(); });
     }
 
 private:
+    static constexpr int kCheckpointFrames = 65536;
+
+    static int on_commit(void* self, sqlite3*, const char*, int frames) {
+        auto* me = static_cast<SqliteDb*>(self);
+        if (frames >= kCheckpointFrames) {
+            std::lock_guard<std::mutex> lock(me->m_);
+            if (!me->wanted_) {
+                me->wanted_ = true;
+                me->cv_.notify_all();
+            }
+        }
+        return SQLITE_OK;
+    }
+
     void checkpoint_loop() {
         sqlite3* db = nullptr;
         std::unique_lock<std::mutex> lock(m_);
         while (!stop_) {
-            cv_.wait_for(lock, std::chrono::milliseconds(100));
+            cv_.wait(lock, [&] { return stop_ || wanted_; });
             if (stop_) break;
             lock.unlock();
             if (!db) {
@@ -199,21 +227,37 @@ private:
                     sqlite3_close_v2(db);
                     db = nullptr;
                 } else {
-                    sqlite3_busy_timeout(db, 2000);
+                    sqlite3_busy_timeout(db, 10000);
+                    // A connection knows the database is in WAL mode only
+                    // once it has read it: before, a checkpoint does nothing.
+                    sqlite3_exec(db, "PRAGMA journal_mode=WAL; SELECT count(*) FROM sqlite_master;", nullptr,
+                                 nullptr, nullptr);
                 }
             }
             if (db) {
                 int log_frames = 0, done = 0;
                 int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
-                if (rc == SQLITE_OK && log_frames > 16384 && done == log_frames) {
-                    sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_RESTART, &log_frames, &done);
-                } else if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+                if (rc == SQLITE_OK) {
+                    {
+                        std::lock_guard<std::mutex> g(m_);
+                        pause_writer_ = true;
+                    }
+                    rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_RESTART, &log_frames, &done);
+                    {
+                        std::lock_guard<std::mutex> g(m_);
+                        pause_writer_ = false;
+                    }
+                    cv_.notify_all();
+                }
+                log(LogLevel::debug, "SQLite checkpoint: rc %d, %d frames in the WAL, %d copied", rc, log_frames, done);
+                if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
                     log(LogLevel::warn, "SQLite checkpoint failed: %s", sqlite3_errmsg(db));
                     sqlite3_close_v2(db);
                     db = nullptr;
                 }
             }
             lock.lock();
+            wanted_ = false;
         }
         lock.unlock();
         if (db) sqlite3_close_v2(db);
@@ -280,6 +324,8 @@ private:
     std::mutex m_;
     std::condition_variable cv_;
     bool stop_ = false;
+    bool wanted_ = false;
+    bool pause_writer_ = false;
 };
 
 }  // namespace
