@@ -149,7 +149,7 @@ public:
             // The checkpointer wants the write lock for its RESTART: let it
             // have it between two batches.
             std::unique_lock<std::mutex> lock(m_);
-            cv_.wait_for(lock, std::chrono::seconds(5), [&] { return !pause_writer_; });
+            cv_.wait_for(lock, std::chrono::seconds(3), [&] { return !pause_writer_; });
         }
         exec(kBegin, "BEGIN IMMEDIATE", {});
     }
@@ -216,6 +216,7 @@ private:
 
     void checkpoint_loop() {
         sqlite3* db = nullptr;
+        std::int64_t no_restart_before = 0;  // after a RESTART that found a long reader
         std::unique_lock<std::mutex> lock(m_);
         while (!stop_) {
             cv_.wait(lock, [&] { return stop_ || wanted_; });
@@ -227,7 +228,7 @@ private:
                     sqlite3_close_v2(db);
                     db = nullptr;
                 } else {
-                    sqlite3_busy_timeout(db, 10000);
+                    sqlite3_busy_timeout(db, 2000);
                     // A connection knows the database is in WAL mode only
                     // once it has read it: before, a checkpoint does nothing.
                     sqlite3_exec(db, "PRAGMA journal_mode=WAL; SELECT count(*) FROM sqlite_master;", nullptr,
@@ -237,7 +238,7 @@ private:
             if (db) {
                 int log_frames = 0, done = 0;
                 int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
-                if (rc == SQLITE_OK) {
+                if (rc == SQLITE_OK && now_ms() >= no_restart_before) {
                     {
                         std::lock_guard<std::mutex> g(m_);
                         pause_writer_ = true;
@@ -248,6 +249,8 @@ private:
                         pause_writer_ = false;
                     }
                     cv_.notify_all();
+                    // A reader kept the WAL busy: let the writer work a while.
+                    if (rc == SQLITE_BUSY) no_restart_before = now_ms() + 10000;
                 }
                 log(LogLevel::debug, "SQLite checkpoint: rc %d, %d frames in the WAL, %d copied", rc, log_frames, done);
                 if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {

@@ -608,3 +608,33 @@ def test_a_default_consumer_name_is_removed_on_a_clean_exit(env):
     env.drain("--consumer", "kept-name")
     names = [c[1] for c in env.r.cmd("XINFO", "CONSUMERS", env.stream, env.group)]
     assert names == ["kept-name"]
+
+
+def test_sqlite_checkpoints_with_a_long_reader(redis, tmp):
+    """Enough events for the worker's background checkpoint (64k WAL
+    frames) while another connection holds a read transaction open: the
+    worker neither stalls nor fails, and the reader is not disturbed."""
+    import sqlite3
+    db = MainDb("sqlite", tmp)
+    ctl(db.url, "migrate", check=True)
+    code = ctl(db.url, "code", "create", "--user", "alice", check=True)[1].strip()
+    stream = "referral:events:" + uuid.uuid4().hex[:8]
+    c = redis.client()
+    n = 100000
+    for i in range(0, n, 5000):
+        c.pipeline([xadd_args(stream, event_fields("click", code=code)) for _ in range(5000)])
+    reader = sqlite3.connect(db.path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM referral_response").fetchone()[0] == 0
+    t0 = time.time()
+    p = subprocess.run([WORKER, "--once", "-v", "--redis", redis.url, "--stream", stream,
+                        "--database", db.url], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert time.time() - t0 < 60
+    assert "SQLite checkpoint" in p.stderr
+    # the reader still sees its snapshot
+    assert reader.execute("SELECT count(*) FROM referral_response").fetchone()[0] == 0
+    reader.execute("COMMIT")
+    reader.close()
+    assert db.count("SELECT count(*) FROM referral_response") == n
+    assert db.query("PRAGMA integrity_check") == [("ok",)]
