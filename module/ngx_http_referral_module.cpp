@@ -18,24 +18,25 @@ ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
 }
 
 // Runs in the master, before workers drop privileges: the spool directory
-// must exist and belong to the worker user.
+// must exist and belong to the worker user. A failure here is logged, never
+// returned: nginx exits on an init_module error, even on a reload, and the
+// configuration already checked what can be checked (referral_conf.cpp).
 ngx_int_t init_module(ngx_cycle_t* cycle) noexcept {
     auto* mcf = static_cast<MainConf*>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_referral_module));
     if (mcf == nullptr || mcf->spool.len == 0) return NGX_OK;
     const char* dir = reinterpret_cast<const char*>(mcf->spool.data);
     if (ngx_create_dir(mcf->spool.data, 0700) == NGX_FILE_ERROR && ngx_errno != NGX_EEXIST) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                      "referral_spool: cannot create \"%s\"", dir);
-        return NGX_ERROR;
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "referral_spool: cannot create \"%s\"; events will wait in memory only", dir);
+        return NGX_OK;
     }
     auto* ccf = reinterpret_cast<ngx_core_conf_t*>(ngx_get_conf(cycle->conf_ctx, ngx_core_module));
     if (geteuid() == 0 && ccf->user != static_cast<ngx_uid_t>(NGX_CONF_UNSET_UINT)) {
         struct stat st;
         if (stat(dir, &st) == 0 && st.st_uid == 0 && chown(dir, ccf->user, ccf->group) != 0) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
                           "referral_spool: cannot give \"%s\" to the worker user", dir);
-            return NGX_ERROR;
         }
     }
     return NGX_OK;

@@ -55,8 +55,10 @@ bool make_set_cookie(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx,
 }
 
 void compute(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx) {
-    ctx->computed = true;
+    // Not cached where referral is off: a variable read with the server's
+    // configuration must not decide for the location that has it on.
     if (!lcf->enable || lcf->keys == nullptr) return;
+    ctx->computed = true;
 
     const std::int64_t now = now_ms();
     const std::int64_t window_ms = static_cast<std::int64_t>(lcf->window) * 1000;
@@ -195,7 +197,7 @@ void ctx_cleanup(void*) noexcept {}
 // event, survive it and happen once per request.
 RequestCtx* find_ctx(ngx_http_request_t* r) {
     auto* ctx = static_cast<RequestCtx*>(ngx_http_get_module_ctx(r, ngx_http_referral_module));
-    if (ctx != nullptr || !r->internal) return ctx;
+    if (ctx != nullptr || !(r->internal || r->filter_finalize)) return ctx;
     for (ngx_pool_cleanup_t* cln = r->pool->cleanup; cln != nullptr; cln = cln->next) {
         if (cln->handler == ctx_cleanup) {
             ctx = static_cast<RequestCtx*>(cln->data);
@@ -207,6 +209,11 @@ RequestCtx* find_ctx(ngx_http_request_t* r) {
 }
 
 }  // namespace
+
+RequestCtx* existing_attribution(ngx_http_request_t* r) noexcept {
+    RequestCtx* ctx = find_ctx(r->main);
+    return ctx != nullptr && ctx->computed ? ctx : nullptr;
+}
 
 RequestCtx* attribution(ngx_http_request_t* r) noexcept {
     // Subrequests share the main request's attribution.

@@ -11,6 +11,7 @@ namespace {
 
 constexpr size_t kMaxKeyFileLen = 4096;
 constexpr time_t kDefaultWindow = 30 * 24 * 3600;
+constexpr time_t kMaxWindow = 3650 * 24 * 3600;  // keeps window * 1000 far from overflow
 
 void free_prepared_key(void* data) noexcept {
     delete static_cast<referral::HmacSha256*>(data);
@@ -101,29 +102,42 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
         if (mcf->redis_unix.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
         ngx_cpystrn(mcf->redis_unix.data, addr.data + 5, addr.len - 4);
     } else {
-        u_char* colon = static_cast<u_char*>(ngx_strlchr(addr.data, addr.data + addr.len, ':'));
-        ngx_int_t port = colon ? ngx_atoi(colon + 1, addr.data + addr.len - colon - 1) : NGX_ERROR;
-        if (colon == nullptr || colon == addr.data || port < 1 || port > 65535) {
+        // Resolved here, once, as upstream servers are: hiredis would call
+        // getaddrinfo() on every reconnect, a blocking lookup in a worker.
+        ngx_url_t u;
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = addr;
+        u.no_resolve = 0;
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\" in \"referral_redis\": "
-                               "expected host:port or unix:/path", &addr);
+                               "invalid address \"%V\" in \"referral_redis\"%s%s: "
+                               "expected host:port or unix:/path", &addr,
+                               u.err ? ": " : "", u.err ? u.err : "");
             return static_cast<char*>(NGX_CONF_ERROR);
         }
-        size_t hlen = colon - addr.data;
-        mcf->redis_host.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, hlen + 1));
+        u_char text[NGX_SOCKADDR_STRLEN + 1];
+        size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
+                                   NGX_SOCKADDR_STRLEN, 0);
+        // ngx_sock_ntop() writes an IPv6 address without brackets when no
+        // port is asked for, which is what hiredis takes.
+        mcf->redis_host.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, len + 1));
         if (mcf->redis_host.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
-        ngx_cpystrn(mcf->redis_host.data, addr.data, hlen + 1);
-        mcf->redis_host.len = hlen;
-        mcf->redis_port = port;
+        ngx_cpystrn(mcf->redis_host.data, text, len + 1);
+        mcf->redis_host.len = len;
+        mcf->redis_port = u.port;
     }
 
     for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
         if (ngx_strncmp(value[i].data, "password=", 9) == 0 && value[i].len > 9) {
+            if (mcf->redis_password.len > 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate password in \"referral_redis\"");
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
             mcf->redis_password.data = value[i].data + 9;
             mcf->redis_password.len = value[i].len - 9;
         } else if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
             mcf->redis_db = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (mcf->redis_db == NGX_ERROR) {
+            if (mcf->redis_db == NGX_ERROR || mcf->redis_db > 1000000) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid db \"%V\" in \"referral_redis\"", &value[i]);
                 return static_cast<char*>(NGX_CONF_ERROR);
@@ -173,6 +187,11 @@ char* set_cookie_flags(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
             return static_cast<char*>(NGX_CONF_ERROR);
         }
         flags |= f;
+    }
+    if ((flags & flag_samesite_none) && !(flags & flag_secure)) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"referral_cookie_flags samesite=none\" without \"secure\": browsers "
+                           "refuse such a cookie on plain http (https adds Secure anyway)");
     }
     lcf->cookie_flags = flags;
     return NGX_CONF_OK;
@@ -323,6 +342,30 @@ char* init_main_conf(ngx_conf_t* cf, void* conf) noexcept {
         if (p == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
         ngx_cpystrn(p, mcf->spool.data, mcf->spool.len + 1);
         mcf->spool.data = p;
+        // Checked now so a bad path fails `nginx -t` and a reload cleanly;
+        // the directory itself is created when the workers start.
+        ngx_file_info_t fi;
+        if (ngx_file_info(p, &fi) == NGX_FILE_ERROR) {
+            u_char* slash = static_cast<u_char*>(ngx_strlchr(p, p + mcf->spool.len, '/'));
+            u_char* last = p + mcf->spool.len;
+            while (last > p && *(last - 1) != '/') last--;
+            ngx_str_t parent = {static_cast<size_t>(last - p > 1 ? last - p - 1 : 1), p};
+            u_char pbuf[NGX_MAX_PATH];
+            if (slash == nullptr || parent.len >= sizeof(pbuf)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_spool\" \"%s\"", p);
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
+            ngx_cpystrn(pbuf, parent.data, parent.len + 1);
+            if (ngx_file_info(pbuf, &fi) == NGX_FILE_ERROR || !ngx_is_dir(&fi)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"referral_spool\": \"%s\" cannot be created: \"%s\" is not a directory",
+                                   p, pbuf);
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
+        } else if (!ngx_is_dir(&fi)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"referral_spool\": \"%s\" is not a directory", p);
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
     }
     return NGX_CONF_OK;
 }
@@ -400,8 +443,9 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
                            &conf->cookie_path);
         return static_cast<char*>(NGX_CONF_ERROR);
     }
-    if (conf->window <= 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"referral_window\" must be positive");
+    if (conf->window <= 0 || conf->window > kMaxWindow) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"referral_window\" must be more than 0 and at most 3650d");
         return static_cast<char*>(NGX_CONF_ERROR);
     }
 
@@ -422,7 +466,7 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
 
     // "; Max-Age=N; Domain=D; Path=P; Secure; HttpOnly; SameSite=Lax",
     // once per location; only "; Secure" may be added per request (https).
-    u_char buf[512];
+    u_char buf[1024];  // domain and path are at most 255 bytes each
     u_char* p = ngx_snprintf(buf, sizeof(buf), "; Max-Age=%T", conf->window);
     if (conf->cookie_domain.len) p = ngx_snprintf(p, buf + sizeof(buf) - p, "; Domain=%V", &conf->cookie_domain);
     p = ngx_snprintf(p, buf + sizeof(buf) - p, "; Path=%V", &conf->cookie_path);

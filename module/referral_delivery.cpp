@@ -59,14 +59,15 @@ public:
     }
 
     void push(const char* cmd, size_t len) {
+        const std::int64_t now = now_ms();
         if (spool_ && (state_ == State::failing || backlog_ || !outbox_.fits(len))) {
-            if (to_spool(std::string_view(cmd, len), true)) return;
+            if (to_spool(std::string_view(cmd, len), now, true)) return;
         }
         if (!outbox_.fits(len)) {
             drop(1, "the buffer is full and no spool is available");
             return;
         }
-        outbox_.push(std::string(cmd, len), 0);
+        outbox_.push(std::string(cmd, len), 0, now);
         count(&Counters::buffered);
         if (ac_ != nullptr) {
             send_unsent();
@@ -94,7 +95,7 @@ public:
         }
         if (spool_) {
             std::string err;
-            if (!spool_->seal(&err)) ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+            if (!spool_->seal(&err)) spool_error(err);
         }
         if (tick_ev_.timer_set) ngx_del_timer(&tick_ev_);
         if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
@@ -205,23 +206,36 @@ private:
         redisAsyncFree(ac);  // deferred by hiredis when inside its callback
     }
 
+    // Every entry point from hiredis or nginx catches: no exception may
+    // unwind into C.
+    template <typename F>
+    void guarded(const char* what, F&& f) noexcept {
+        try {
+            f();
+        } catch (...) {
+            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: %s failed", what);
+        }
+    }
+
     static void on_connect(const redisAsyncContext* ac, int status) noexcept {
         Delivery* d = from(ac);
         if (ac != d->ac_) return;
-        if (status != REDIS_OK) {
-            d->lost(ac->errstr);  // hiredis frees the context after this
-            return;
-        }
-        ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: connected to Redis");
-        d->state_ = State::ready;
-        d->connected_at_ = now_ms();
-        d->replay();
+        d->guarded("connect", [&] {
+            if (status != REDIS_OK) {
+                d->lost(ac->errstr);  // hiredis frees the context after this
+                return;
+            }
+            ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: connected to Redis");
+            d->state_ = State::ready;
+            d->connected_at_ = now_ms();
+            d->replay();
+        });
     }
 
     static void on_disconnect(const redisAsyncContext* ac, int) noexcept {
         Delivery* d = from(ac);
         if (ac != d->ac_) return;
-        d->lost(ac->errstr[0] ? ac->errstr : "connection closed");
+        d->guarded("disconnect", [&] { d->lost(ac->errstr[0] ? ac->errstr : "connection closed"); });
     }
 
     static void on_setup(redisAsyncContext* ac, void* r, void* tag) noexcept {
@@ -231,34 +245,49 @@ private:
         if (reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused AUTH or SELECT: %*s",
                           ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
-            d->fail_connection("AUTH or SELECT refused");
+            d->guarded("AUTH", [&] { d->fail_connection("AUTH or SELECT refused"); });
         }
+    }
+
+    // A plain "ERR" reply is about this one command (a malformed record,
+    // e.g. from a damaged spool file) and would fail forever, holding up
+    // every event behind it: that event is dropped. Every other error
+    // (LOADING, OOM, READONLY, NOAUTH, WRONGTYPE, an unknown command on an
+    // old Redis, ...) is the server's state: keep the event and retry.
+    static bool retryable(const redisReply* reply) {
+        std::string_view err(reply->str, reply->len);
+        if (err.substr(0, 4) != "ERR ") return true;
+        return err.find("unknown command") != std::string_view::npos;
     }
 
     static void on_reply(redisAsyncContext* ac, void* r, void* tag) noexcept {
         Delivery* d = from(ac);
         auto* reply = static_cast<redisReply*>(r);
-        if (reply == nullptr || tag != d->gen_tag()) return;
-        if (reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused XADD: %*s",
-                          ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
-            d->fail_connection("XADD refused");
-            return;
-        }
-        try {
-            d->acked();
-        } catch (...) {
-            ngx_log_error(NGX_LOG_ALERT, d->log_, 0, "referral: acknowledgement failed");
-        }
+        if (reply == nullptr || tag != d->gen_tag() || d->outbox_.inflight() == 0) return;
+        d->guarded("acknowledgement", [&] {
+            if (reply->type != REDIS_REPLY_ERROR) {
+                d->acked();
+            } else if (retryable(reply)) {
+                ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused XADD, will retry: %*s",
+                              ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
+                d->fail_connection("XADD refused");
+            } else {
+                ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis rejected an event: %*s",
+                              ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
+                d->rejected();
+            }
+        });
     }
 
     static void on_reconnect(ngx_event_t* ev) noexcept {
         auto* d = static_cast<Delivery*>(ev->data);
-        if (d->ac_ == nullptr && (!d->outbox_.empty() || d->backlog_)) {
-            d->connect();
-        } else if (d->ac_ == nullptr) {
-            d->state_ = State::idle;  // nothing to send: connect on demand
-        }
+        d->guarded("reconnect", [&] {
+            if (d->ac_ == nullptr && (!d->outbox_.empty() || d->backlog_)) {
+                d->connect();
+            } else if (d->ac_ == nullptr) {
+                d->state_ = State::idle;  // nothing to send: connect on demand
+            }
+        });
     }
 
     // ------------------------------------------------------------- outbox
@@ -279,16 +308,29 @@ private:
         outage_ = false;  // over only once Redis has taken an event
         count(&Counters::sent);
         count(&Counters::buffered, -1);
-        if (e.claim != 0) {
-            count(&Counters::replayed);
-            auto it = claims_.find(e.claim);
-            if (it != claims_.end() && --it->second.remaining == 0) {
-                spool_->release(it->second.name);
-                claims_.erase(it);
-                replay();
-            }
-        }
+        if (e.claim != 0) count(&Counters::replayed);
+        settle_claim(e.claim);
         hold();
+    }
+
+    // Redis refused the oldest event for good: it is dropped, counted and
+    // logged (above), and the events behind it go on.
+    void rejected() {
+        referral::OutboxEntry e = outbox_.ack();
+        count(&Counters::buffered, -1);
+        drop(1, "Redis rejected it");
+        settle_claim(e.claim);
+        hold();
+    }
+
+    void settle_claim(std::uint64_t claim) {
+        if (claim == 0) return;
+        auto it = claims_.find(claim);
+        if (it != claims_.end() && --it->second.remaining == 0) {
+            spool_->release(it->second.name);
+            claims_.erase(it);
+            replay();
+        }
     }
 
     // The outbox is not empty: keep the worker alive on exit until Redis
@@ -318,10 +360,10 @@ private:
     // `first_time`: the event was never on disk before. A replayed event
     // that goes back to the spool (Redis dropped again) is not counted
     // twice, so `spooled - replayed` stays the backlog.
-    bool to_spool(std::string_view cmd, bool first_time) {
+    bool to_spool(std::string_view cmd, std::int64_t queued_ms, bool first_time) {
         std::string err;
-        if (!spool_->append(cmd, &err)) {
-            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+        if (!spool_->append(cmd, queued_ms, &err)) {
+            spool_error(err);
             return false;
         }
         backlog_ = true;
@@ -329,21 +371,45 @@ private:
         return true;
     }
 
-    // Moves everything in memory to the spool (outage, exit).
+    // A full or broken disk fails every write: say so once a second.
+    void spool_error(const std::string& err) {
+        std::int64_t now = now_ms();
+        if (now - last_spool_error_log_ >= 1000) {
+            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+            last_spool_error_log_ = now;
+        }
+    }
+
+    // Moves everything in memory to the spool (outage, exit). The entries
+    // go to a file of their own, dated by the oldest of them, so the replay
+    // puts them before anything spooled while they waited in memory.
     void spool_all(const char* why) {
         if (!spool_ || outbox_.empty() || ac_ != nullptr) return;
+        std::string err;
+        if (!spool_->seal(&err)) spool_error(err);
         auto entries = outbox_.take_all();
         size_t moved = 0;
+        bool all_written = true;
         for (auto& e : entries) {
-            if (!to_spool(e.command, e.claim == 0)) {
-                outbox_.push(std::move(e.command), 0);  // keep it in memory
+            if (!to_spool(e.command, e.queued_ms, e.claim == 0)) {
+                all_written = false;
+                outbox_.push(std::move(e.command), 0, e.queued_ms);  // keep it in memory
                 continue;
             }
             moved++;
         }
+        if (!spool_->seal(&err)) spool_error(err);
         count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(moved));
-        // Every unacknowledged record of a claim is now in our own file.
-        for (auto& c : claims_) spool_->release(c.second.name);
+        // The unacknowledged records of each claim are in the new file now;
+        // if some could not be written, the claim goes back whole instead
+        // (its acknowledged records come again: ids make that harmless).
+        for (auto& c : claims_) {
+            if (all_written) {
+                spool_->release(c.second.name);
+            } else {
+                spool_->unclaim(c.second.name);
+            }
+        }
         claims_.clear();
         if (why != nullptr && moved > 0) {
             ngx_log_error(NGX_LOG_NOTICE, log_, 0, "referral: spooled %uz event(s): %s", moved, why);
@@ -358,12 +424,13 @@ private:
         if (!claims_.empty() || outbox_.bytes() > outbox_.limit() / 2) return;
         std::string err;
         if (spool_->has_part() && !spool_->seal(&err)) {
-            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+            spool_error(err);
             return;
         }
         std::vector<std::string> records;
         std::string claim;
-        while (spool_->claim_next(&records, &claim, &err)) {
+        std::int64_t file_ms = 0;
+        while (spool_->claim_next(&records, &claim, &file_ms, &err)) {
             if (!err.empty()) {
                 ngx_log_error(NGX_LOG_WARN, log_, 0, "referral: spool: %s", err.c_str());
                 err.clear();
@@ -374,7 +441,7 @@ private:
             }
             std::uint64_t id = ++claim_seq_;
             claims_[id] = Claim{claim, records.size()};
-            for (auto& rec : records) outbox_.push(std::move(rec), id);
+            for (auto& rec : records) outbox_.push(std::move(rec), id, file_ms);
             count(&Counters::buffered, static_cast<ngx_atomic_int_t>(records.size()));
             ngx_log_error(NGX_LOG_INFO, log_, 0, "referral: replaying %uz spooled event(s)",
                           records.size());
@@ -382,7 +449,7 @@ private:
             hold();
             return;
         }
-        if (!err.empty()) ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+        if (!err.empty()) spool_error(err);
         if (!spool_->has_part()) backlog_ = false;  // caught up
     }
 
@@ -408,9 +475,12 @@ private:
         }
         if (ngx_exiting) {
             if (exiting_since_ == 0) exiting_since_ = now;
-            if (state_ != State::ready) {
-                spool_all("the worker is exiting");
-                if (!spool_ && now - exiting_since_ > kExitGraceMs) {
+            if (state_ != State::ready && !outbox_.empty()) {
+                if (spool_) {
+                    if (ac_ != nullptr) fail_connection("the worker is exiting");
+                    spool_all("the worker is exiting");
+                } else if (now - exiting_since_ > kExitGraceMs) {
+                    if (ac_ != nullptr) fail_connection("the worker is exiting");
                     drop(outbox_.size(), "the worker is exiting and Redis is unreachable");
                     count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
                     outbox_.take_all();
@@ -448,6 +518,7 @@ private:
     std::map<std::uint64_t, Claim> claims_;
     std::uint64_t claim_seq_ = 0;
     size_t dropped_unlogged_ = 0;
+    std::int64_t last_spool_error_log_ = 0;
     std::int64_t last_drop_log_ = 0;
     ngx_event_t tick_ev_;
     ngx_event_t reconnect_ev_;
@@ -466,10 +537,11 @@ ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept {
         delivery = new Delivery(cycle, mcf);
         delivery->start();
     } catch (...) {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0, "referral: cannot start event delivery");
+        // A worker that exits here is not respawned: it serves on and drops
+        // (and counts) its events instead.
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: cannot start event delivery");
         delete delivery;
         delivery = nullptr;
-        return NGX_ERROR;
     }
     return NGX_OK;
 }

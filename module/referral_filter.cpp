@@ -24,7 +24,8 @@ void add_set_cookie(ngx_http_request_t* r, const RequestCtx* ctx) {
 
 void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const RequestCtx* ctx) {
     const ngx_str_t& name = lcf->conversion_header;
-    std::string_view code(reinterpret_cast<const char*>(ctx->code.data), ctx->code.len);
+    std::string_view code;
+    if (ctx != nullptr) code = std::string_view(reinterpret_cast<const char*>(ctx->code.data), ctx->code.len);
     for (ngx_list_part_t* part = &r->headers_out.headers.part; part != nullptr; part = part->next) {
         auto* h = static_cast<ngx_table_elt_t*>(part->elts);
         for (ngx_uint_t i = 0; i < part->nelts; i++) {
@@ -48,6 +49,7 @@ void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const Request
                               escaped, logged, h[i].value.len > n ? "..." : "");
                 continue;
             }
+            if (ctx == nullptr) continue;  // out of memory: stripped, not recorded
             count(&Counters::conversions);
             record_event(r, "conversion", ctx, code, &conv, now_ms());
         }
@@ -57,16 +59,16 @@ void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const Request
 ngx_int_t header_filter(ngx_http_request_t* r) noexcept {
     if (r != r->main) return next_header_filter(r);
     auto* lcf = static_cast<LocConf*>(ngx_http_get_module_loc_conf(r, ngx_http_referral_module));
-    if (!lcf->enable) return next_header_filter(r);
 
-    RequestCtx* ctx = attribution(r);
-    if (ctx != nullptr) {
-        try {
-            if (ctx->set_cookie.len > 0) add_set_cookie(r, ctx);
-            if (lcf->conversion_header.len > 0) record_conversions(r, lcf, ctx);
-        } catch (...) {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: header filter failed");
-        }
+    // An attribution made before an internal redirect (try_files,
+    // error_page) into a location with referral off still gets its cookie:
+    // its click is already recorded with this visitor id.
+    RequestCtx* ctx = lcf->enable ? attribution(r) : existing_attribution(r);
+    try {
+        if (ctx != nullptr && ctx->set_cookie.len > 0) add_set_cookie(r, ctx);
+        if (lcf->enable && lcf->conversion_header.len > 0) record_conversions(r, lcf, ctx);
+    } catch (...) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: header filter failed");
     }
     return next_header_filter(r);
 }

@@ -93,6 +93,8 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept;
 
 // referral_attribution.cpp
 RequestCtx* attribution(ngx_http_request_t* r) noexcept;
+// The attribution if one was computed for this request, without computing.
+RequestCtx* existing_attribution(ngx_http_request_t* r) noexcept;
 ngx_int_t add_variables(ngx_conf_t* cf) noexcept;
 std::int64_t now_ms() noexcept;
 

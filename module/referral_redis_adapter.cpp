@@ -9,6 +9,12 @@ namespace {
 
 void on_read(ngx_event_t* ev) noexcept {
     auto* c = static_cast<ngx_connection_t*>(ev->data);
+    if (c->close) {
+        // worker_shutdown_timeout expired: nginx closes what is left. The
+        // disconnect callback spools what is still unacknowledged.
+        redisAsyncFree(static_cast<redisAsyncContext*>(c->data));
+        return;
+    }
     redisAsyncHandleRead(static_cast<redisAsyncContext*>(c->data));
     // `c` may be released by now (hiredis freed the context): no access.
 }
@@ -57,8 +63,8 @@ void cleanup(void* data) noexcept {
     }
     if (c->read->timer_set) ngx_del_timer(c->read);
     if (c->write->timer_set) ngx_del_timer(c->write);
+    ngx_free_connection(c);  // reads c->fd to clear its slot: before the reset
     c->fd = static_cast<ngx_socket_t>(-1);  // hiredis closes it, not nginx
-    ngx_free_connection(c);
 }
 
 }  // namespace

@@ -14,9 +14,10 @@
 namespace referral {
 
 struct OutboxEntry {
-    std::string command;       // the complete RESP XADD
-    std::uint64_t claim = 0;   // spool claim it was replayed from, 0 if none
-    std::int64_t sent_ms = 0;  // when it was written to the connection
+    std::string command;         // the complete RESP XADD
+    std::uint64_t claim = 0;     // spool claim it was replayed from, 0 if none
+    std::int64_t queued_ms = 0;  // when the event was first queued (orders the spool)
+    std::int64_t sent_ms = 0;    // when it was written to the connection
 };
 
 class Outbox {
@@ -31,9 +32,9 @@ public:
     std::size_t inflight() const { return inflight_; }
     std::size_t unsent() const { return entries_.size() - inflight_; }
 
-    void push(std::string command, std::uint64_t claim) {
+    void push(std::string command, std::uint64_t claim, std::int64_t queued_ms) {
         bytes_ += command.size();
-        entries_.push_back(OutboxEntry{std::move(command), claim, 0});
+        entries_.push_back(OutboxEntry{std::move(command), claim, queued_ms, 0});
     }
 
     // The next entry to write; it counts as in flight from now on.
@@ -43,7 +44,7 @@ public:
         return e;
     }
 
-    // Redis acknowledged the oldest entry in flight.
+    // Redis acknowledged the oldest entry in flight (inflight() > 0).
     OutboxEntry ack() {
         OutboxEntry e = std::move(entries_.front());
         entries_.pop_front();

@@ -2,7 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -11,25 +11,23 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace referral {
 namespace {
 
-long long now_ms() {
+// A part file younger than this may have been created but not yet locked by
+// its writer: it is left alone.
+constexpr std::int64_t kOrphanMinAgeMs = 2000;
+
+std::int64_t now_ms() {
     struct timeval tv;
     gettimeofday(&tv, nullptr);
-    return static_cast<long long>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
+    return static_cast<std::int64_t>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
 }
 
-bool process_alive(long pid) {
-    if (pid <= 0) return false;
-    return kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-}
-
-bool starts_with(std::string_view s, std::string_view p) {
-    return s.substr(0, p.size()) == p;
-}
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
 bool ends_with(std::string_view s, std::string_view p) {
     return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
@@ -47,35 +45,50 @@ std::vector<std::string> list_dir(const std::string& dir) {
     return names;
 }
 
-std::string sealed_name(long long ms, long pid, unsigned long seq) {
+std::string sealed_name(std::int64_t ms, unsigned long seq) {
     char buf[96];
-    std::snprintf(buf, sizeof(buf), "s-%013lld-%ld-%010lu.spool", ms, pid, seq);
+    std::snprintf(buf, sizeof(buf), "s-%013lld-%ld-%010lu.spool", static_cast<long long>(ms),
+                  static_cast<long>(getpid()), seq);
     return buf;
 }
 
-bool read_file(const std::string& path, std::string* out) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
+// "s-<ms>-..." -> ms
+std::int64_t name_ms(const std::string& name) {
+    return name.size() > 2 ? std::strtoll(name.c_str() + 2, nullptr, 10) : 0;
+}
+
+// The sealed name a claim was made from: strip ".<pid>.claim".
+std::string unclaimed_name(const std::string& claim) {
+    std::size_t dot = claim.rfind('.', claim.size() - 7);
+    return dot == std::string::npos ? claim : claim.substr(0, dot);
+}
+
+bool read_fd(int fd, std::string* out) {
     out->clear();
     char buf[65536];
     for (;;) {
         ssize_t n = read(fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            close(fd);
-            return false;
-        }
-        if (n == 0) break;
+        if (n < 0) return false;
+        if (n == 0) return true;
         out->append(buf, static_cast<std::size_t>(n));
     }
-    close(fd);
-    return true;
+}
+
+// Opens and locks a file nobody else holds; -1 when it is held (or gone).
+int lock_orphan(const std::string& path) {
+    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 }  // namespace
 
-std::vector<std::string> parse_spool_records(std::string_view data,
-                                             std::size_t* torn_bytes) {
+std::vector<std::string> parse_spool_records(std::string_view data, std::size_t* torn_bytes) {
     std::vector<std::string> records;
     std::size_t pos = 0;
     while (pos < data.size()) {
@@ -98,12 +111,12 @@ std::vector<std::string> parse_spool_records(std::string_view data,
     return records;
 }
 
-Spool::Spool(std::string dir, std::size_t file_limit)
-    : dir_(std::move(dir)), file_limit_(file_limit) {}
+Spool::Spool(std::string dir, std::size_t file_limit) : dir_(std::move(dir)), file_limit_(file_limit) {}
 
 Spool::~Spool() {
     std::string err;
     seal(&err);
+    for (auto& c : claims_) close(c.second);  // unlocks: the claim is an orphan now
 }
 
 std::string Spool::path(std::string_view name) const {
@@ -113,22 +126,28 @@ std::string Spool::path(std::string_view name) const {
     return p;
 }
 
-bool Spool::open_part(std::string* err) {
+bool Spool::open_part(std::int64_t first_ms, std::string* err) {
     char name[64];
     std::snprintf(name, sizeof(name), "w-%ld-%lu.part", static_cast<long>(getpid()), ++seq_);
     part_name_ = name;
-    part_fd_ = open(path(part_name_).c_str(),
-                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    part_fd_ = open(path(part_name_).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (part_fd_ < 0) {
         *err = "open(\"" + path(part_name_) + "\"): " + std::strerror(errno);
         return false;
     }
+    if (flock(part_fd_, LOCK_EX | LOCK_NB) != 0) {
+        *err = "flock(\"" + path(part_name_) + "\"): " + std::strerror(errno);
+        close(part_fd_);
+        part_fd_ = -1;
+        return false;
+    }
     part_size_ = 0;
+    part_first_ms_ = first_ms;
     return true;
 }
 
-bool Spool::append(std::string_view record, std::string* err) {
-    if (part_fd_ < 0 && !open_part(err)) return false;
+bool Spool::append(std::string_view record, std::int64_t queued_ms, std::string* err) {
+    if (part_fd_ < 0 && !open_part(queued_ms, err)) return false;
     char head[24];
     int hl = std::snprintf(head, sizeof(head), "%zu\n", record.size());
     struct iovec iov[2];
@@ -139,8 +158,7 @@ bool Spool::append(std::string_view record, std::string* err) {
     std::size_t want = iov[0].iov_len + iov[1].iov_len;
     ssize_t n = writev(part_fd_, iov, 2);
     if (n < 0 || static_cast<std::size_t>(n) != want) {
-        *err = "write(\"" + path(part_name_) + "\"): " +
-               (n < 0 ? std::strerror(errno) : "short write");
+        *err = "write(\"" + path(part_name_) + "\"): " + (n < 0 ? std::strerror(errno) : "short write");
         // A short write leaves a torn tail that the reader skips; seal the
         // file and start a fresh one so later records stay readable.
         if (n > 0) {
@@ -157,51 +175,50 @@ bool Spool::append(std::string_view record, std::string* err) {
 
 bool Spool::seal(std::string* err) {
     if (part_fd_ < 0) return true;
+    // Unlocked first, so a replayer never finds a sealed file still locked.
+    // Should an orphan hunter seal it in between, it is sealed all the same.
     close(part_fd_);
     part_fd_ = -1;
     std::string from = path(part_name_);
+    bool ok = true;
     if (part_size_ == 0) {
         unlink(from.c_str());
-        return true;
-    }
-    std::string to = path(sealed_name(now_ms(), getpid(), seq_));
-    if (rename(from.c_str(), to.c_str()) != 0) {
+    } else if (rename(from.c_str(), path(sealed_name(part_first_ms_, seq_)).c_str()) != 0 &&
+               errno != ENOENT) {
         *err = "rename(\"" + from + "\"): " + std::strerror(errno);
-        return false;
+        ok = false;
     }
     part_size_ = 0;
-    return true;
+    return ok;
 }
 
 void Spool::recover_orphans() {
+    const std::int64_t now = now_ms();
     for (const std::string& name : list_dir(dir_)) {
-        long pid = 0;
-        unsigned long seq = 0;
-        if (starts_with(name, "w-") && ends_with(name, ".part") &&
-            std::sscanf(name.c_str(), "w-%ld-%lu.part", &pid, &seq) == 2) {
-            if (pid == static_cast<long>(getpid()) || process_alive(pid)) continue;
-            struct stat st;
-            long long ms = now_ms();
-            if (stat(path(name).c_str(), &st) == 0) {
-                ms = static_cast<long long>(st.st_mtim.tv_sec) * 1000 +
-                     st.st_mtim.tv_nsec / 1000000;
-                if (st.st_size == 0) {
-                    unlink(path(name).c_str());
-                    continue;
-                }
-            }
-            rename(path(name).c_str(), path(sealed_name(ms, pid, seq)).c_str());
-        } else if (ends_with(name, ".claim")) {
-            std::size_t dot = name.rfind('.', name.size() - 7);
-            if (dot == std::string::npos) continue;
-            pid = std::strtol(name.c_str() + dot + 1, nullptr, 10);
-            if (pid == static_cast<long>(getpid()) || process_alive(pid)) continue;
-            rename(path(name).c_str(), path(name.substr(0, dot)).c_str());
+        bool part = starts_with(name, "w-") && ends_with(name, ".part");
+        bool claim = ends_with(name, ".claim");
+        if (!part && !claim) continue;
+        if (part && name == part_name_ && part_fd_ >= 0) continue;
+        if (claim && claims_.count(name) > 0) continue;
+        struct stat st;
+        if (stat(path(name).c_str(), &st) != 0) continue;
+        std::int64_t mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
+        if (part && now - mtime < kOrphanMinAgeMs) continue;
+        int fd = lock_orphan(path(name));
+        if (fd < 0) continue;  // a live process holds it
+        if (claim) {
+            rename(path(name).c_str(), path(unclaimed_name(name)).c_str());
+        } else if (st.st_size == 0) {
+            unlink(path(name).c_str());
+        } else {
+            // Dated by its last write: the best we know of an orphan's age.
+            rename(path(name).c_str(), path(sealed_name(mtime, ++seq_)).c_str());
         }
+        close(fd);
     }
 }
 
-bool Spool::claim_next(std::vector<std::string>* records, std::string* claim,
+bool Spool::claim_next(std::vector<std::string>* records, std::string* claim, std::int64_t* file_ms,
                        std::string* err) {
     for (const std::string& name : list_dir(dir_)) {
         if (!starts_with(name, "s-") || !ends_with(name, ".spool")) continue;
@@ -210,30 +227,50 @@ bool Spool::claim_next(std::vector<std::string>* records, std::string* claim,
         std::string claimed = name + suffix;
         // rename() is atomic: of several workers, exactly one wins a file.
         if (rename(path(name).c_str(), path(claimed).c_str()) != 0) continue;
+        int fd = open(path(claimed).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            // Someone recovering it as an orphan got there between our
+            // rename and lock; let them have it.
+            if (fd >= 0) close(fd);
+            continue;
+        }
         std::string data;
-        if (!read_file(path(claimed), &data)) {
+        if (!read_fd(fd, &data)) {
             *err = "read(\"" + path(claimed) + "\"): " + std::strerror(errno);
             rename(path(claimed).c_str(), path(name).c_str());
+            close(fd);
             return false;
         }
         std::size_t torn = 0;
         *records = parse_spool_records(data, &torn);
         if (torn > 0) {
-            *err = "ignored a torn record of " + std::to_string(torn) +
-                   " bytes at the end of \"" + path(claimed) + "\"";
+            *err = "ignored a torn record of " + std::to_string(torn) + " bytes at the end of \"" +
+                   path(claimed) + "\"";
         }
+        claims_[claimed] = fd;
         *claim = claimed;
+        *file_ms = name_ms(name);
         return true;
     }
     return false;
 }
 
-void Spool::release(const std::string& claim) { unlink(path(claim).c_str()); }
+void Spool::release(const std::string& claim) {
+    unlink(path(claim).c_str());
+    auto it = claims_.find(claim);
+    if (it != claims_.end()) {
+        close(it->second);
+        claims_.erase(it);
+    }
+}
 
 void Spool::unclaim(const std::string& claim) {
-    std::size_t dot = claim.rfind('.', claim.size() - 7);
-    if (dot == std::string::npos) return;
-    rename(path(claim).c_str(), path(claim.substr(0, dot)).c_str());
+    rename(path(claim).c_str(), path(unclaimed_name(claim)).c_str());
+    auto it = claims_.find(claim);
+    if (it != claims_.end()) {
+        close(it->second);
+        claims_.erase(it);
+    }
 }
 
 std::size_t Spool::sealed_count() const {

@@ -3,16 +3,22 @@
 // no nginx, so it can be tested on its own.
 //
 // Files in the spool directory:
-//   w-<pid>-<seq>.part                  being appended to by process <pid>
-//   s-<ms>-<pid>-<seq>.spool            sealed, waiting for replay (name order
-//                                       is time order)
-//   s-<ms>-<pid>-<seq>.spool.<pid2>.claim  being replayed by process <pid2>
-// A record is "<decimal length>\n<bytes>" (the bytes are one RESP command).
-// Files of a process that no longer exists (crash, reload) are sealed or
-// released again by whoever finds them, so nothing is left behind; a claim
-// replayed twice is harmless because every event carries a unique id.
+//   w-<pid>-<seq>.part                     being appended to by its writer
+//   s-<ms>-<pid>-<seq>.spool               sealed, waiting for replay
+//   s-<ms>-<pid>-<seq>.spool.<pid2>.claim  being replayed
+// <ms> is when the oldest record in the file was first queued, so name order
+// is event order. A record is "<decimal length>\n<bytes>" (one RESP command).
+//
+// Ownership is an flock() held by the writer or the replaying process, not a
+// pid: the kernel drops it when the process dies, however it dies, and pids
+// are reused (containers restart with the same ones). A part or claim file
+// nobody holds is an orphan: it is sealed or put back for replay by whoever
+// finds it. Replaying a claim twice is harmless, since every event carries a
+// unique id.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,28 +34,30 @@ public:
     Spool(const Spool&) = delete;
     Spool& operator=(const Spool&) = delete;
 
-    // Appends one record to this process's part file. False with `err` set
-    // when the write failed (the caller then still owns the event).
-    bool append(std::string_view record, std::string* err);
+    // Appends one record to this process's part file. `queued_ms` is when the
+    // event was first queued (it dates the file when it is the first record).
+    // False with `err` set when the write failed; the caller keeps the event.
+    bool append(std::string_view record, std::int64_t queued_ms, std::string* err);
 
     // Closes and seals this process's part file, if any.
     bool seal(std::string* err);
 
-    // Seals part files and releases claims left by processes that are gone.
+    // Seals part files and releases claims that no live process holds.
     void recover_orphans();
 
     // True when this process has an unsealed part file with records.
     bool has_part() const { return part_fd_ >= 0 && part_size_ > 0; }
 
     // Claims the oldest sealed file and reads its records. False when there
-    // is nothing to claim. `claim` names the file for release().
+    // is nothing to claim. `claim` names the file for release()/unclaim();
+    // `file_ms` is the time its name carries.
     bool claim_next(std::vector<std::string>* records, std::string* claim,
-                    std::string* err);
+                    std::int64_t* file_ms, std::string* err);
 
     // Deletes a claimed file once every record in it is acknowledged.
     void release(const std::string& claim);
 
-    // Puts a claim back for replay (e.g. when this process exits first).
+    // Puts a claim back for replay.
     void unclaim(const std::string& claim);
 
     // Sealed files waiting (not counting claims).
@@ -59,14 +67,16 @@ public:
 
 private:
     std::string path(std::string_view name) const;
-    bool open_part(std::string* err);
+    bool open_part(std::int64_t first_ms, std::string* err);
 
     std::string dir_;
     std::size_t file_limit_;
     int part_fd_ = -1;
     std::size_t part_size_ = 0;
+    std::int64_t part_first_ms_ = 0;
     std::string part_name_;
     unsigned long seq_ = 0;
+    std::map<std::string, int> claims_;  // claim name -> locked fd
 };
 
 // Splits a spool file's contents into records; stops at a torn tail (a

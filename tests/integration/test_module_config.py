@@ -193,3 +193,9 @@ def test_invalid_reload_keeps_the_running_configuration(make_nginx, redis):
     assert "referral_window" in text
     with open(n.error_log, "w") as f:
         f.write("\n".join(l for l in text.splitlines() if "[emerg]" not in l))
+
+
+def test_spool_whose_parent_is_missing_fails_nginx_t(conf):
+    n = conf(GOOD.replace("referral_secret", "referral_spool /nonexistent/dir/spool;\n    referral_secret"))
+    code, out = n.test_config()
+    assert code != 0 and "referral_spool" in out and "/nonexistent/dir" in out, out

@@ -564,3 +564,66 @@ def test_one_redis_connection_per_worker_opened_lazily(edge, redis, rc):
     wait_events(rc, 200)
     conns = others()
     assert 1 <= len(conns) <= 2, "at most one connection per worker:\n" + "\n".join(conns)
+
+
+def _resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def _spool_record(cmd):
+    return b"%d\n" % len(cmd) + cmd
+
+
+def test_a_damaged_spool_record_is_dropped_and_the_rest_delivered(edge, redis, rc):
+    """A record Redis answers with ERR (here: XADD without fields, as a
+    damaged file could hold) is dropped and counted; it does not hold up
+    the records behind it."""
+    n = edge(http=SPOOL, start=False)
+    good = [_resp("XADD", "referral:events", "*", "v", "1", "id", f"{i:032x}", "type", "click",
+                  "code", f"good_{i}") for i in range(3)]
+    bad = _resp("XADD", "referral:events", "*")
+    with open(os.path.join(n.dir, "spool", "s-0001700000000000-1-0000000001.spool"), "wb") as f:
+        f.write(_spool_record(good[0]) + _spool_record(bad) + _spool_record(good[1]) +
+                _spool_record(good[2]))
+    os.chmod(os.path.join(n.dir, "spool", "s-0001700000000000-1-0000000001.spool"), 0o666)
+    n.start()
+    events = wait_events(rc, 3, timeout=15)
+    assert [e["code"] for e in events] == ["good_0", "good_1", "good_2"]
+    status = wait_until(lambda: (lambda s: s if s["dropped"] == 1 else None)(referral_status(n.port)))
+    assert status and status["replayed"] == 3, referral_status(n.port)
+    assert "Redis rejected an event" in n.log()
+    assert wait_until(lambda: not os.listdir(os.path.join(n.dir, "spool"))), "the file is gone once done"
+
+
+def test_events_keep_their_order_across_memory_and_spool(edge, redis):
+    """Clicks delivered, then Redis dies: the next clicks wait in memory
+    until the loss is seen, the rest go to the spool; once Redis is back,
+    one worker's events are all there in the order they were made."""
+    n = edge(http=SPOOL)
+    codes = [f"mixed_{i:03d}" for i in range(60)]
+    for c in codes[:10]:
+        assert http_request(n.port, f"/?ref={c}").status == 200
+    c = redis.client()
+    assert wait_events(c, 10)
+    c.close()
+    stop_redis(redis)
+    for code in codes[10:]:
+        assert http_request(n.port, f"/?ref={code}").status == 200
+    redis.start()
+    c = redis.client()
+    events = wait_events(c, len(codes), timeout=20)
+    c.close()
+    assert [e["code"] for e in events] == codes
+
+
+def test_redis_address_may_be_a_host_name_resolved_at_start(make_nginx, redis):
+    n = make_nginx(module_http(f"localhost:{redis.port}"))
+    v = echoed(http_request(n.port, "/?ref=by_name"))
+    c = redis.client()
+    events = wait_events(c, 1)
+    c.close()
+    assert [e["visitor"] for e in events] == [v["visitor"]]

@@ -15,7 +15,9 @@ extern "C" {
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -54,12 +56,29 @@ std::string record(int i) { return "*1\r\n$" + std::to_string(std::to_string(i).
 
 // ---- spool ---------------------------------------------------------------
 
+constexpr std::int64_t kT = 1700000000000;
+
+void make_old(const std::string& path) {
+    struct timespec times[2];
+    clock_gettime(CLOCK_REALTIME, &times[0]);
+    times[0].tv_sec -= 60;
+    times[1] = times[0];
+    utimensat(AT_FDCWD, path.c_str(), times, 0);
+}
+
+std::string only_file(const std::string& dir, const char* prefix) {
+    for (const auto& n : names(dir)) {
+        if (n.rfind(prefix, 0) == 0) return n;
+    }
+    return "";
+}
+
 void spool_round_trip_keeps_order(void**) {
     std::string dir = make_dir();
     {
         Spool s(dir, 1 << 20);
         std::string err;
-        for (int i = 0; i < 100; i++) assert_true(s.append(record(i), &err));
+        for (int i = 0; i < 100; i++) assert_true(s.append(record(i), kT + i, &err));
         assert_true(s.has_part());
         assert_true(s.seal(&err));
         assert_false(s.has_part());
@@ -67,13 +86,15 @@ void spool_round_trip_keeps_order(void**) {
 
         std::vector<std::string> recs;
         std::string claim;
-        assert_true(s.claim_next(&recs, &claim, &err));
+        std::int64_t file_ms = 0;
+        assert_true(s.claim_next(&recs, &claim, &file_ms, &err));
+        assert_int_equal(file_ms, kT);  // dated by its first record
         assert_int_equal(recs.size(), 100);
         for (int i = 0; i < 100; i++) assert_string_equal(recs[i].c_str(), record(i).c_str());
         // A claimed file is no longer offered to anyone else.
         std::vector<std::string> again;
         std::string claim2;
-        assert_false(s.claim_next(&again, &claim2, &err));
+        assert_false(s.claim_next(&again, &claim2, &file_ms, &err));
         s.release(claim);
     }
     assert_int_equal(names(dir).size(), 0);
@@ -84,20 +105,43 @@ void spool_rotates_files_and_replays_oldest_first(void**) {
     std::string dir = make_dir();
     Spool s(dir, 64);  // tiny limit: a new file every couple of records
     std::string err;
-    for (int i = 0; i < 20; i++) {
-        assert_true(s.append(record(i), &err));
-        usleep(1500);  // distinct millisecond names
-    }
+    for (int i = 0; i < 20; i++) assert_true(s.append(record(i), kT + i, &err));
     assert_true(s.seal(&err));
     assert_true(s.sealed_count() > 3);
     int next = 0;
     std::vector<std::string> recs;
     std::string claim;
-    while (s.claim_next(&recs, &claim, &err)) {
+    std::int64_t file_ms = 0;
+    while (s.claim_next(&recs, &claim, &file_ms, &err)) {
         for (const auto& r : recs) assert_string_equal(r.c_str(), record(next++).c_str());
         s.release(claim);
     }
     assert_int_equal(next, 20);
+    remove_dir(dir);
+}
+
+void spool_orders_files_by_when_events_were_queued(void**) {
+    // Events 3 and 4 reach the spool first (buffer full) while 1 and 2 wait
+    // in memory; then Redis drops and 1 and 2 follow: replay gives 1 2 3 4.
+    std::string dir = make_dir();
+    Spool s(dir, 1 << 20);
+    std::string err;
+    assert_true(s.append(record(3), kT + 3, &err));
+    assert_true(s.append(record(4), kT + 4, &err));
+    assert_true(s.seal(&err));
+    assert_true(s.append(record(1), kT + 1, &err));
+    assert_true(s.append(record(2), kT + 2, &err));
+    assert_true(s.seal(&err));
+    std::vector<std::string> order;
+    std::vector<std::string> recs;
+    std::string claim;
+    std::int64_t file_ms = 0;
+    while (s.claim_next(&recs, &claim, &file_ms, &err)) {
+        order.insert(order.end(), recs.begin(), recs.end());
+        s.release(claim);
+    }
+    assert_int_equal(order.size(), 4);
+    for (int i = 0; i < 4; i++) assert_string_equal(order[i].c_str(), record(i + 1).c_str());
     remove_dir(dir);
 }
 
@@ -117,45 +161,81 @@ void spool_ignores_a_torn_tail(void**) {
     assert_int_equal(recs.size(), 0);
 }
 
-void spool_recovers_files_of_a_dead_process(void**) {
+void spool_leaves_a_live_writer_alone_and_recovers_it_once_dead(void**) {
     std::string dir = make_dir();
-    // A child writes two records and dies without sealing (a crash).
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
     pid_t pid = fork();
     if (pid == 0) {
         Spool s(dir, 1 << 20);
         std::string err;
-        s.append(record(1), &err);
-        s.append(record(2), &err);
-        _exit(0);  // no destructor: the part file stays unsealed
+        s.append(record(1), kT, &err);
+        s.append(record(2), kT, &err);
+        if (write(ready[1], "x", 1) != 1) _exit(1);
+        pause();  // killed below: never seals
+        _exit(0);
     }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    std::string part = only_file(dir, "w-");
+    assert_false(part.empty());
+    make_old(dir + "/" + part);
+
+    Spool s(dir, 1 << 20);
+    s.recover_orphans();
+    assert_int_equal(s.sealed_count(), 0);  // its writer still holds it
+
+    kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
-    Spool s(dir, 1 << 20);
+    s.recover_orphans();
+    assert_int_equal(s.sealed_count(), 1);
     std::string err;
     std::vector<std::string> recs;
     std::string claim;
-    assert_false(s.claim_next(&recs, &claim, &err));  // only a .part so far
-    s.recover_orphans();
-    assert_int_equal(s.sealed_count(), 1);
-    assert_true(s.claim_next(&recs, &claim, &err));
-    assert_int_equal(recs.size(), 2);
-
-    // A claim held by a process that died is offered again.
-    std::string dead_claim = claim.substr(0, claim.rfind('.', claim.size() - 7)) + "." +
-                             std::to_string(pid) + ".claim";
-    assert_int_equal(rename((dir + "/" + claim).c_str(), (dir + "/" + dead_claim).c_str()), 0);
-    s.recover_orphans();
-    assert_int_equal(s.sealed_count(), 1);
-    assert_true(s.claim_next(&recs, &claim, &err));
+    std::int64_t file_ms = 0;
+    assert_true(s.claim_next(&recs, &claim, &file_ms, &err));
     assert_int_equal(recs.size(), 2);
     s.release(claim);
+    close(ready[0]);
+    close(ready[1]);
+    remove_dir(dir);
+}
+
+void spool_returns_a_claim_nobody_holds_even_under_our_own_pid(void**) {
+    // After a container restart a worker may get the pid of the one that
+    // crashed mid-replay: the claim must still come back.
+    std::string dir = make_dir();
+    std::string claim = "s-0001700000000000-1-0000000001.spool." + std::to_string(getpid()) + ".claim";
+    {
+        FILE* f = std::fopen((dir + "/" + claim).c_str(), "w");
+        assert_non_null(f);
+        std::string rec = record(9);
+        std::fprintf(f, "%zu\n%s", rec.size(), rec.c_str());
+        std::fclose(f);
+    }
+    Spool s(dir, 1 << 20);
+    s.recover_orphans();
+    assert_int_equal(s.sealed_count(), 1);
+    std::string err;
+    std::vector<std::string> recs;
+    std::string got;
+    std::int64_t file_ms = 0;
+    assert_true(s.claim_next(&recs, &got, &file_ms, &err));
+    assert_int_equal(recs.size(), 1);
+    assert_int_equal(file_ms, kT);
+    // Our own live claim is not "recovered" from under us.
+    s.recover_orphans();
+    assert_int_equal(s.sealed_count(), 0);
+    s.unclaim(got);
+    assert_int_equal(s.sealed_count(), 1);
     remove_dir(dir);
 }
 
 void spool_reports_an_unwritable_directory(void**) {
     Spool s("/nonexistent/referral-spool", 1024);
     std::string err;
-    assert_false(s.append(record(1), &err));
+    assert_false(s.append(record(1), kT, &err));
     assert_true(err.find("/nonexistent/referral-spool") != std::string::npos);
 }
 
@@ -163,9 +243,9 @@ void spool_reports_an_unwritable_directory(void**) {
 
 void outbox_acks_in_order_and_requeues_on_loss(void**) {
     Outbox o(1000);
-    o.push("a", 0);
-    o.push("bb", 7);
-    o.push("ccc", 0);
+    o.push("a", 0, 1);
+    o.push("bb", 7, 2);
+    o.push("ccc", 0, 3);
     assert_int_equal(o.bytes(), 6);
     assert_int_equal(o.unsent(), 3);
     assert_string_equal(o.send_next(10).command.c_str(), "a");
@@ -193,7 +273,7 @@ void outbox_acks_in_order_and_requeues_on_loss(void**) {
 void outbox_limit_is_in_bytes(void**) {
     Outbox o(10);
     assert_true(o.fits(10));
-    o.push("12345678", 0);
+    o.push("12345678", 0, 1);
     assert_true(o.fits(2));
     assert_false(o.fits(3));
 }
@@ -204,8 +284,10 @@ int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(spool_round_trip_keeps_order),
         cmocka_unit_test(spool_rotates_files_and_replays_oldest_first),
+        cmocka_unit_test(spool_orders_files_by_when_events_were_queued),
         cmocka_unit_test(spool_ignores_a_torn_tail),
-        cmocka_unit_test(spool_recovers_files_of_a_dead_process),
+        cmocka_unit_test(spool_leaves_a_live_writer_alone_and_recovers_it_once_dead),
+        cmocka_unit_test(spool_returns_a_claim_nobody_holds_even_under_our_own_pid),
         cmocka_unit_test(spool_reports_an_unwritable_directory),
         cmocka_unit_test(outbox_acks_in_order_and_requeues_on_loss),
         cmocka_unit_test(outbox_limit_is_in_bytes),
