@@ -330,3 +330,33 @@ def test_attribution_survives_error_page_internal_redirect(edge, rc):
     click(n.port, "sentinel")
     events = wait_events(rc, 2)
     assert [e["code"] for e in events] == [CODE, "sentinel"]
+
+
+def test_cookie_is_sent_after_a_redirect_into_a_location_with_referral_off(edge, rc):
+    """The click is recorded in the location with referral on; the response
+    comes from a location with referral off after try_files: the browser
+    must still get the cookie holding the visitor id that was recorded."""
+    n = edge(server="""
+        location /landing/ { referral on; set $v $referral_visitor; try_files $uri /static/app.html; }
+        location /static/ { referral off; return 200 "static"; }
+""")
+    r = http_request(n.port, f"/landing/x?ref={CODE}")
+    assert r.status == 200 and r.body == "static"
+    c = r.cookie()
+    assert c is not None, r.headers
+    events = wait_events(rc, 1)
+    assert len(events) == 1
+    assert c.value.split(".")[2] == events[0]["visitor"]
+
+
+def test_a_variable_read_where_referral_is_off_does_not_decide_for_the_location(edge, rc):
+    """A server-level `set` reads $referral_code with the server's
+    configuration (off); the location with referral on still attributes."""
+    n = edge(root=False, server="""
+        set $early "[$referral_code]";
+        location /on/ { referral on; return 200 "early=$early code=$referral_code"; }
+""")
+    r = http_request(n.port, f"/on/?ref={CODE}")
+    assert r.body == f"early=[] code={CODE}", r.body
+    assert r.cookie() is not None
+    assert [e["code"] for e in wait_events(rc, 1)] == [CODE]
