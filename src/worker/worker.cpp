@@ -10,7 +10,7 @@
 
 namespace referral::worker {
 
-volatile std::sig_atomic_t g_stop = 0;
+std::atomic<int> g_stop{0};
 
 namespace {
 

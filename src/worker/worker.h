@@ -4,6 +4,7 @@
 // and XACKs it. Redis or the database going away makes either side wait
 // and retry with backoff.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <csignal>
 #include <deque>
@@ -28,7 +29,7 @@ struct WorkerOptions {
 };
 
 // Set by SIGTERM/SIGINT: finish the batch, acknowledge it, exit 0.
-extern volatile std::sig_atomic_t g_stop;
+extern std::atomic<int> g_stop;  // lock-free: safe in a signal handler
 void install_signal_handlers();
 
 // One batch read from the stream, parsed, waiting to be applied.
