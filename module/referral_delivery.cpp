@@ -102,9 +102,12 @@ public:
     }
 
     const char* state_name() const {
+        // "idle": this worker has had nothing to send yet (the connection
+        // opens lazily); "disconnected": it has, and Redis is not reachable.
         switch (state_) {
             case State::ready: return "connected";
             case State::connecting: return "connecting";
+            case State::idle: return "idle";
             default: return "disconnected";
         }
     }

@@ -31,7 +31,8 @@ def test_status_is_json_with_every_counter(edge):
     st = json.loads(r.body)
     for k in COUNTERS:
         assert isinstance(st[k], int) and st[k] == 0, (k, st)
-    assert st["redis"] in ("connected", "connecting", "disconnected")
+    # nothing was sent yet and the connection opens lazily
+    assert st["redis"] == "idle", st
 
 
 def test_counters_move_with_traffic_across_workers(edge, rc):
