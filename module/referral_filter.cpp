@@ -50,6 +50,9 @@ void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const Request
                 continue;
             }
             if (ctx == nullptr) continue;  // out of memory: stripped, not recorded
+            // A response from proxy_cache replays the conversion the backend
+            // reported once: stripped, not recorded again.
+            if (r->cached) continue;
             count(&Counters::conversions);
             record_event(r, "conversion", ctx, code, &conv, now_ms());
         }

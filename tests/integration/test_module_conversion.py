@@ -297,3 +297,23 @@ def test_forty_conversion_lines_make_forty_events_in_order(edge, rc):
     events = wait_events(rc, 40)
     assert [e["user"] for e in events] == [f"m{i}" for i in range(40)]
     assert len({e["id"] for e in events}) == 40
+
+
+def test_a_cached_response_does_not_record_its_conversion_again(edge, rc):
+    """With proxy_cache, the backend reported the signup once: the cached
+    copies served afterwards are stripped but record nothing."""
+    n = edge(http="    proxy_cache_path {dir}/cache keys_zone=conv:1m;",
+             server="""
+        location /cached/ {
+            referral on;
+            proxy_cache conv;
+            proxy_cache_valid 200 1m;
+            proxy_pass http://127.0.0.1:{backend}/;
+        }
+""", backend=BACKEND)
+    for _ in range(3):
+        r = http_request(n.port, "/cached/signup?user=77")
+        assert r.status == 200 and r.all("X-Referral-Conversion") == []
+    http_request(n.port, "/?ref=sentinel")
+    events = wait_events(rc, 2)
+    assert [(e["type"], e.get("user", "")) for e in events] == [("conversion", "77"), ("click", "")]
