@@ -61,9 +61,12 @@ tail = (bulk(b"first_ts") + bulk(ts) + bulk(b"ip") + bulk(b"203.0.113.7") +
         bulk(b"url") + bulk(b"/pricing?ref=" + code) + bulk(b"referer") + bulk(b"https://news.example.com/item?id=1") +
         bulk(b"host") + bulk(b"www.example.com"))
 buf = []
+# ids as the module makes them: 12 hex digits of Unix ms, 20 random ones
+t0 = 1764000000000
 for i in range(n):
-    r = os.urandom(32).hex().encode()
-    buf.append(pre + bulk(r[:32]) + mid + bulk(r[32:]) + tail)
+    r = os.urandom(26).hex().encode()
+    eid = b"%012x" % (t0 + i // 100) + r[:20]
+    buf.append(pre + bulk(eid) + mid + bulk(r[20:52]) + tail)
     if len(buf) == 10000:
         out.write(b"".join(buf)); buf = []
 out.write(b"".join(buf))

@@ -22,7 +22,7 @@ void record_event(ngx_http_request_t* r, const char* type, const RequestCtx* ctx
                   std::int64_t ts_ms) noexcept {
     auto* mcf = static_cast<MainConf*>(ngx_http_get_module_main_conf(r, ngx_http_referral_module));
     char id[referral::kIdLen];
-    if (!referral::random_id(id)) {
+    if (!referral::time_ordered_id(ts_ms, id)) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: RAND_bytes() failed, event dropped");
         count(&Counters::dropped);
         return;

@@ -55,6 +55,18 @@ bool random_id(char out[kIdLen]) noexcept {
     return true;
 }
 
+bool time_ordered_id(std::int64_t unix_ms, char out[kIdLen]) noexcept {
+    unsigned char raw[kIdLen / 2];
+    std::uint64_t t = static_cast<std::uint64_t>(unix_ms) & 0xffffffffffffULL;
+    for (int i = 5; i >= 0; i--) {
+        raw[i] = static_cast<unsigned char>(t & 0xff);
+        t >>= 8;
+    }
+    if (!draw(raw + 6, sizeof(raw) - 6)) return false;
+    hex_lower(raw, sizeof(raw), out);
+    return true;
+}
+
 bool is_id(std::string_view s) noexcept {
     if (s.size() != kIdLen) return false;
     for (char c : s) {

@@ -224,6 +224,27 @@ void test_random_code_distribution(void**) {
 
 }  // namespace
 
+void test_time_ordered_id(void**) {
+    char a[referral::kIdLen], b[referral::kIdLen];
+    const std::int64_t ms = 1764000000123;  // 0x19ab697e87b
+    assert_true(referral::time_ordered_id(ms, a));
+    std::string_view va(a, sizeof(a));
+    assert_true(referral::is_id(va));
+    assert_true(va.substr(0, 12) == "019ab697e87b");
+    // Later ids sort later, whatever their random part.
+    for (int i = 0; i < 200; i++) {
+        assert_true(referral::time_ordered_id(ms + 1, b));
+        assert_true(std::string_view(a, sizeof(a)) < std::string_view(b, sizeof(b)));
+    }
+    // Ids of one millisecond still differ.
+    std::set<std::string> seen;
+    for (int i = 0; i < 1000; i++) {
+        assert_true(referral::time_ordered_id(ms, a));
+        seen.emplace(a, sizeof(a));
+    }
+    assert_int_equal(seen.size(), 1000);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_code_lengths),
@@ -235,6 +256,7 @@ int main(void) {
         cmocka_unit_test(test_is_id),
         cmocka_unit_test(test_hex_lower),
         cmocka_unit_test(test_random_code),
+        cmocka_unit_test(test_time_ordered_id),
         cmocka_unit_test(test_random_code_distribution),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
