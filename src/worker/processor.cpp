@@ -267,7 +267,7 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
         }
     } else if (ev.action == "subscribe" || ev.action == "unsubscribe") {
         store.ensure_user(ev.user, at);
-        store.set_plan(ev.user, ev.action == "subscribe" ? "paid" : "free");
+        store.set_plan(ev.user, ev.action == "subscribe" ? "paid" : "free", at);
     }
 
     if (!user.referral_id) return;

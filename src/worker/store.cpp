@@ -108,11 +108,19 @@ std::string migration_1(bool pg) {
         " processed_at " + ts + " NOT NULL);";
 }
 
+// The event time of the user's last plan change: an older subscribe or
+// unsubscribe applied after a newer one (several workers, a reclaim)
+// leaves the plan alone.
+std::string migration_2(bool pg) {
+    return std::string("ALTER TABLE referral_user ADD COLUMN plan_changed_at ") +
+           (pg ? "TIMESTAMPTZ" : "TIMESTAMP") + ";";
+}
+
 struct Migration {
     int version;
     std::string (*sql)(bool pg);
 };
-const Migration kMigrations[] = {{1, migration_1}};
+const Migration kMigrations[] = {{1, migration_1}, {2, migration_2}};
 
 std::int64_t to_int(const std::optional<std::string>& s) {
     if (!s) return 0;
@@ -147,6 +155,12 @@ int Store::migrate() {
                                      " version INTEGER PRIMARY KEY, applied_at ") +
                          (pg ? "TIMESTAMPTZ" : "TIMESTAMP") + " NOT NULL)");
         int before = schema_version();
+        if (before > kSchemaVersion) {
+            throw DbError("the database schema is at version " + std::to_string(before) +
+                              ", newer than the version " + std::to_string(kSchemaVersion) +
+                              " this program knows: upgrade referralctl",
+                          false);
+        }
         std::string now = format_db_time(now_ms());
         for (const Migration& m : kMigrations) {
             if (m.version <= before) continue;
@@ -240,9 +254,11 @@ bool Store::link_user(std::string_view user, std::int64_t referral_id, std::stri
                      {Param::Text(user), Param::Int(referral_id), Param::Text(at)}) > 0;
 }
 
-void Store::set_plan(std::string_view user, std::string_view plan) {
-    db_->exec(kSetPlan, "UPDATE referral_user SET plan = $2 WHERE user_id = $1",
-              {Param::Text(user), Param::Text(plan)});
+bool Store::set_plan(std::string_view user, std::string_view plan, std::string_view at) {
+    return db_->exec(kSetPlan,
+                     "UPDATE referral_user SET plan = $2, plan_changed_at = $3 WHERE user_id = $1"
+                     " AND (plan_changed_at IS NULL OR plan_changed_at <= $3)",
+                     {Param::Text(user), Param::Text(plan), Param::Text(at)}) > 0;
 }
 
 std::string Store::lock_plan(std::string_view user, std::string_view at) {

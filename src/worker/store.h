@@ -13,7 +13,7 @@
 
 namespace referral::worker {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 struct ReferralRef {
     std::int64_t id = 0;
@@ -96,7 +96,9 @@ public:
     void ensure_user(std::string_view user, std::string_view at);
     // Links a user who was not referred yet; false when already linked.
     bool link_user(std::string_view user, std::int64_t referral_id, std::string_view at);
-    void set_plan(std::string_view user, std::string_view plan);
+    // Sets the plan unless a newer event (`at`, the event's time) changed
+    // it already; false when the change was older and left out.
+    bool set_plan(std::string_view user, std::string_view plan, std::string_view at);
     // The referrer's plan, with their row locked until the transaction ends
     // (PostgreSQL: FOR UPDATE; SQLite holds the database write lock anyway),
     // so caps hold with several workers.

@@ -229,6 +229,20 @@ def test_plan_at_the_moment_of_the_action(env):
     assert env.plan("alice") == "free"
 
 
+def test_an_older_plan_change_applied_later_leaves_the_newer_plan(env):
+    """Several workers or a reclaim may apply a user's events out of order:
+    the plan is the one of the newest subscribe/unsubscribe."""
+    now = int(time.time() * 1000)
+    env.conversion("unsubscribe", "carol", ts=now)
+    env.drain()
+    env.conversion("subscribe", "carol", ts=now - 60000)   # older, applied later
+    env.drain()
+    assert env.plan("carol") == "free"
+    env.conversion("subscribe", "carol", ts=now + 1000)    # newer: applied
+    env.drain()
+    assert env.plan("carol") == "paid"
+
+
 def test_cap_per_referrer(env):
     config = rules(rule("capped", "signup", "any", ("credit", 500, "usd"), ("trial_days", 3), cap=2))
     code = env.code("alice")
