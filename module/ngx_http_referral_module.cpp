@@ -9,9 +9,25 @@
 namespace referral_ngx {
 namespace {
 
+// Attribution (and so the click) as soon as the location is known, not only
+// when the response headers go out: a click still counts when the client
+// leaves before a slow backend answers, and `referral_code $1` reads the
+// capture of the location's own regex. Cached, so later reads agree.
+ngx_int_t preaccess_handler(ngx_http_request_t* r) noexcept {
+    auto* lcf = static_cast<LocConf*>(ngx_http_get_module_loc_conf(r, ngx_http_referral_module));
+    if (r == r->main && lcf->enable) (void)attribution(r);
+    return NGX_DECLINED;
+}
+
 ngx_int_t postconfiguration(ngx_conf_t* cf) noexcept {
     if (add_variables(cf) != NGX_OK) return NGX_ERROR;
     if (init_filter(cf) != NGX_OK) return NGX_ERROR;
+    auto* cmcf = static_cast<ngx_http_core_main_conf_t*>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto* h = static_cast<ngx_http_handler_pt*>(
+        ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers));
+    if (h == nullptr) return NGX_ERROR;
+    *h = preaccess_handler;
     auto* mcf = static_cast<MainConf*>(
         ngx_http_conf_get_module_main_conf(cf, ngx_http_referral_module));
     return add_counters_zone(cf, mcf);

@@ -147,3 +147,27 @@ def test_variables_in_a_location_without_referral_make_no_event(edge, rc):
     assert r.cookie() is None
     http_request(n.port, "/?ref=sentinel")
     assert [e["code"] for e in wait_events(rc, 1)] == ["sentinel"]
+
+
+def test_click_counts_when_the_client_leaves_before_the_backend_answers(edge, rc):
+    """The attribution is made when the location is known, not only when
+    response headers go out: a visitor who gives up on a slow page was
+    still referred."""
+    import socket
+    import time
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (kernel backlog) and never answers
+    port = silent.getsockname()[1]
+    try:
+        n = edge(server=f"""
+        location /slow/ {{ referral on; proxy_pass http://127.0.0.1:{port}; }}
+""")
+        s = socket.create_connection(("127.0.0.1", n.port))
+        s.sendall(f"GET /slow/page?ref={CODE} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.3)
+        s.close()
+        events = wait_events(rc, 1, timeout=5)
+        assert [(e["type"], e["code"]) for e in events] == [("click", CODE)]
+    finally:
+        silent.close()
