@@ -32,9 +32,16 @@ void array_append(std::string* a, std::string_view v, bool null_if_empty) {
 class PgDb final : public Db {
 public:
     explicit PgDb(const std::string& conninfo) {
-        // connect_timeout comes first so that the address may override it.
-        const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
-        const char* vals[] = {"10", "referral-worker", conninfo.c_str(), nullptr};
+        // These come first so that the address may override them. Nothing
+        // may block for ever: TCP keepalives notice a peer gone silent (30 s
+        // idle, then 3 probes 10 s apart) and tcp_user_timeout bounds data
+        // left unacknowledged (60 s); the connection then fails, which is
+        // retried like any connection loss.
+        const char* keys[] = {"connect_timeout", "application_name", "keepalives", "keepalives_idle",
+                              "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname",
+                              nullptr};
+        const char* vals[] = {"10", "referral-worker", "1", "30", "10", "3", "60000", conninfo.c_str(),
+                              nullptr};
         conn_ = PQconnectdbParams(keys, vals, 1);
         if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
             std::string msg = conn_ ? PQerrorMessage(conn_) : "out of memory";
@@ -43,7 +50,10 @@ public:
             conn_ = nullptr;
             throw DbError("cannot connect to PostgreSQL: " + msg, true);
         }
-        exec_script("SET TIME ZONE 'UTC'; SET client_encoding = 'UTF8'; SET client_min_messages = warning;");
+        // A statement or a lock wait past 30 s fails (57014, 55P03): the
+        // batch is rolled back and retried with backoff, never stuck.
+        exec_script("SET TIME ZONE 'UTC'; SET client_encoding = 'UTF8'; SET client_min_messages = warning;"
+                    " SET statement_timeout = '30s'; SET lock_timeout = '30s';");
         reset_clicks();
     }
 
