@@ -124,26 +124,37 @@ int Worker::run() {
     }
 
     std::thread reader([this] { read_loop(); });
-    while (auto b = queue_.pop()) {
-        Counters counters;
-        if (!apply(*b, &counters) || !finish(*b)) {
-            // Stopping while the database or Redis is away: what was read
-            // stays pending and is delivered again later.
-            queue_.close();
-            break;
+    int status = 0;
+    try {
+        while (auto b = queue_.pop()) {
+            Counters counters;
+            if (!apply(*b, &counters) || !finish(*b)) {
+                // Stopping while the database or Redis is away: what was read
+                // stays pending and is delivered again later.
+                queue_.close();
+                break;
+            }
+            counters.dead = static_cast<std::int64_t>(b->dead.size());
+            total_.add(counters);
+            log(LogLevel::debug, "batch of %zu applied: %s", b->entries.size(), counters.describe().c_str());
+            b.reset();
+            queue_.done();
+            report(false);
         }
-        counters.dead = static_cast<std::int64_t>(b->dead.size());
-        total_.add(counters);
-        log(LogLevel::debug, "batch of %zu applied: %s", b->entries.size(), counters.describe().c_str());
-        b.reset();
-        queue_.done();
-        report(false);
+    } catch (const std::exception& e) {
+        // Never std::terminate with the reader running: stop it, exit 1;
+        // what was read and not acknowledged is delivered again later.
+        log(LogLevel::error, "unexpected error, stopping: %s", e.what());
+        status = 1;
+        g_stop = 1;
+        queue_.close();
     }
     reader.join();
-    forget_consumer();
+    if (reader_failed_) status = 1;
+    if (status == 0) forget_consumer();
     report(true);
     log(LogLevel::info, "stopped");
-    return 0;
+    return status;
 }
 
 // A default consumer name is new with every process: once it has nothing
@@ -267,6 +278,17 @@ std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
 }
 
 void Worker::read_loop() {
+    try {
+        read_loop_inner();
+    } catch (const std::exception& e) {
+        log(LogLevel::error, "unexpected error reading the stream, stopping: %s", e.what());
+        reader_failed_ = true;
+        g_stop = 1;
+    }
+    queue_.close();
+}
+
+void Worker::read_loop_inner() {
     Phase phase = Phase::pending;
     int backoff = 200;
     while (!g_stop) {
@@ -297,7 +319,6 @@ void Worker::read_loop() {
         }
         if (!queue_.push(std::move(b))) break;
     }
-    queue_.close();
 }
 
 // ------------------------------------------------------------ main side
@@ -349,12 +370,11 @@ bool Worker::apply(Batch& b, Counters* counters) {
             }
             log(LogLevel::warn, "the batch cannot be applied (%s): applying its events one by one", e.what());
         } catch (const std::exception& e) {
+            // Not a database error: perhaps one event the code cannot cope
+            // with. Find it rather than retry the batch for ever.
             store_->rollback();
             processor_.forget();
-            log(LogLevel::warn, "error while applying a batch, retrying: %s", e.what());
-            store_.reset();
-            if (!sleep_backoff(&backoff)) return false;
-            continue;
+            log(LogLevel::warn, "error while applying a batch (%s): applying its events one by one", e.what());
         }
         // One event per transaction: an event that fails for good goes to
         // the dead stream, the others are applied (idempotently, so the
@@ -379,6 +399,12 @@ bool Worker::apply(Batch& b, Counters* counters) {
                 } else {
                     failed.emplace_back(b.index[i], std::string("cannot be applied: ") + e.what());
                 }
+            } catch (const std::exception& e) {
+                // One bad event must not stop every worker: it alone goes
+                // to the dead stream with the reason.
+                store_->rollback();
+                processor_.forget();
+                failed.emplace_back(b.index[i], std::string("cannot be applied: ") + e.what());
             }
         }
         if (transient) {

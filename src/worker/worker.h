@@ -76,7 +76,8 @@ private:
     enum class Phase { pending, claim, fresh };
 
     // reader thread
-    void read_loop();
+    void read_loop();  // never throws
+    void read_loop_inner();
     bool connect_reader(int* backoff);
     bool ensure_group();
     std::unique_ptr<Batch> read_batch(Phase* phase);
@@ -102,6 +103,7 @@ private:
     std::string claim_cursor_ = "0-0";
     std::int64_t next_claim_ms_ = 0;
     bool group_ready_ = false;
+    std::atomic<bool> reader_failed_{false};
 };
 
 }  // namespace referral::worker
