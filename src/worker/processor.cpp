@@ -71,13 +71,16 @@ std::string parse_event(const std::vector<Field>& fields, Event* out) {
     e.type = f[fType];
     bool click = e.type == "click";
     if (!click && e.type != "conversion") return "unknown type " + quoted(f[fType]);
-    if (!parse_int64(f[fTs], &e.ts) || e.ts <= 0) return "bad ts " + quoted(f[fTs]);
+    if (!parse_int64(f[fTs], &e.ts) || e.ts <= 0 || e.ts > kMaxTs) return "bad ts " + quoted(f[fTs]);
     e.code = f[fCode];
     if (click ? !is_valid_code(e.code) : (!e.code.empty() && !is_valid_code(e.code)))
         return "bad code " + quoted(f[fCode]);
     e.visitor = f[fVisitor];
     if (!e.visitor.empty() && !is_id(e.visitor)) return "bad visitor " + quoted(f[fVisitor]);
-    if (!f[fFirstTs].empty() && (!parse_int64(f[fFirstTs], &e.first_ts) || e.first_ts < 0))
+    // first_ts is when the visitor first came: not after this event, but
+    // for the clock skew between two nginx hosts.
+    if (!f[fFirstTs].empty() && (!parse_int64(f[fFirstTs], &e.first_ts) || e.first_ts < 0 ||
+                                 e.first_ts > e.ts + kMaxClockSkewMs))
         return "bad first_ts " + quoted(f[fFirstTs]);
     if (!click) {
         if (!seen[fAction]) return "missing field action";

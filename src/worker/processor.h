@@ -30,6 +30,11 @@ struct Event {
     std::string created_at;  // ts as database text
 };
 
+// Event times the database can hold: 9999-12-31T23:59:59.999Z at most.
+constexpr std::int64_t kMaxTs = 253402300799999LL;
+// How much later than ts a first_ts may be (clocks of two nginx hosts).
+constexpr std::int64_t kMaxClockSkewMs = 5 * 60 * 1000;
+
 // Empty string when the entry is a valid event (filled into *out); else
 // why it can never be applied ("missing field id", "unknown type \"x\"", ...).
 std::string parse_event(const std::vector<Field>& fields, Event* out);

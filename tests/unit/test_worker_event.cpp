@@ -127,6 +127,24 @@ void test_bad_values(void**) {
     assert_true(starts(parse(with(click(), "code", "a.b"), &ev), "bad code"));
     assert_true(starts(parse(with(click(), "visitor", "xyz"), &ev), "bad visitor"));
     assert_true(starts(parse(with(click(), "first_ts", "1.5"), &ev), "bad first_ts"));
+    assert_true(starts(parse(with(click(), "first_ts", "-1"), &ev), "bad first_ts"));
+}
+
+void test_event_times_are_bounded(void**) {
+    Event ev;
+    // up to the last millisecond of year 9999
+    assert_string_equal(parse(with(with(click(), "ts", "253402300799999"), "first_ts", "1"), &ev).c_str(), "");
+    assert_string_equal(format_db_time(253402300799999LL).c_str(), "9999-12-31 23:59:59.999000");
+    assert_true(starts(parse(with(click(), "ts", "253402300800000"), &ev), "bad ts"));
+    assert_true(starts(parse(with(click(), "ts", "9223372036854775807"), &ev), "bad ts"));
+    // first_ts after ts: 5 minutes of clock skew allowed, no more
+    assert_string_equal(parse(with(click(), "first_ts", "1764000300000"), &ev).c_str(), "");
+    assert_true(starts(parse(with(click(), "first_ts", "1764000300001"), &ev), "bad first_ts"));
+    assert_true(starts(parse(with(click(), "first_ts", "9223372036854775807"), &ev), "bad first_ts"));
+}
+
+void test_bad_values_more(void**) {
+    Event ev;
     assert_true(starts(parse(with(conversion(), "amount", "12.50"), &ev), "bad amount"));
     assert_true(starts(parse(with(conversion(), "currency", "dollars"), &ev), "bad currency"));
     assert_true(starts(parse(with(conversion(), "user", "a b"), &ev), "bad user"));
@@ -171,6 +189,8 @@ int main() {
         cmocka_unit_test(test_conversion_is_accepted),
         cmocka_unit_test(test_missing_fields),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_bad_values_more),
+        cmocka_unit_test(test_event_times_are_bounded),
         cmocka_unit_test(test_texts_are_bounded_and_clean),
         cmocka_unit_test(test_unknown_fields_are_ignored),
         cmocka_unit_test(test_time_format),
