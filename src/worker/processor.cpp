@@ -129,9 +129,10 @@ void Counters::add(const Counters& o) {
     capped += o.capped;
     codes_created += o.codes_created;
     dead += o.dead;
+    trimmed += o.trimmed;
 }
 
-bool Counters::any() const { return events || dead; }
+bool Counters::any() const { return events || dead || trimmed; }
 
 std::string Counters::describe() const {
     std::string s;
@@ -155,6 +156,7 @@ std::string Counters::describe() const {
     add("capped", capped);
     add("codes_created", codes_created);
     add("dead", dead);
+    add("trimmed", trimmed);
     return s;
 }
 

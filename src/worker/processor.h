@@ -54,6 +54,7 @@ struct Counters {
     std::int64_t capped = 0;         // rule matched but the referrer's cap was reached
     std::int64_t codes_created = 0;
     std::int64_t dead = 0;           // entries sent to the dead stream
+    std::int64_t trimmed = 0;        // pending entries whose data was trimmed: acknowledged unapplied
 
     void add(const Counters& o);
     bool any() const;

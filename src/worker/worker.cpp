@@ -103,7 +103,8 @@ bool Worker::sleep_backoff(int* backoff_ms) {
 void Worker::report(bool force) {
     std::int64_t now = now_ms();
     if (!force && now - last_report_ms_ < 10000) return;
-    bool unchanged = total_.events == reported_.events && total_.dead == reported_.dead;
+    bool unchanged = total_.events == reported_.events && total_.dead == reported_.dead &&
+                     total_.trimmed == reported_.trimmed;
     if (unchanged && (!force || last_report_ms_ != 0)) return;
     last_report_ms_ = now;
     reported_ = total_;
@@ -135,6 +136,12 @@ int Worker::run() {
                 break;
             }
             counters.dead = static_cast<std::int64_t>(b->dead.size());
+            counters.trimmed = b->trimmed;
+            if (b->trimmed > 0)
+                log(LogLevel::warn,
+                    "%lld pending entries were trimmed from the stream before they were applied: "
+                    "acknowledged, their events are lost",
+                    static_cast<long long>(b->trimmed));
             total_.add(counters);
             log(LogLevel::debug, "batch of %zu applied: %s", b->entries.size(), counters.describe().c_str());
             b.reset();
@@ -233,6 +240,20 @@ std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
             if (r->element[0]->type == REDIS_REPLY_STRING)
                 claim_cursor_.assign(r->element[0]->str, r->element[0]->len);
             b->entries = entry_array(r->element[1]);
+            // Redis 7: the ids of pending entries no longer in the stream
+            // (trimmed or deleted), which XAUTOCLAIM dropped from the
+            // pending list. Acknowledged (a no-op) and counted.
+            if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY) {
+                const redisReply* gone = r->element[2];
+                for (std::size_t i = 0; i < gone->elements; i++) {
+                    const redisReply* id = gone->element[i];
+                    if (!id || id->type != REDIS_REPLY_STRING || id->len == 0) continue;
+                    Entry e;
+                    e.id = std::string_view(id->str, id->len);
+                    e.deleted = true;
+                    b->entries.push_back(std::move(e));
+                }
+            }
         }
         if (!b->entries.empty())
             log(LogLevel::info, "reclaimed %zu entries pending for more than %llds", b->entries.size(),
@@ -264,7 +285,10 @@ std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
     b->events.reserve(b->entries.size());
     b->index.reserve(b->entries.size());
     for (std::size_t i = 0; i < b->entries.size(); i++) {
-        if (b->entries[i].deleted) continue;  // nothing left to apply: just acknowledge
+        if (b->entries[i].deleted) {  // nothing left to apply: acknowledged, counted, logged
+            b->trimmed++;
+            continue;
+        }
         b->events.emplace_back();
         std::string reason = parse_event(b->entries[i].fields, &b->events.back());
         if (!reason.empty()) {

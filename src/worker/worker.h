@@ -39,6 +39,7 @@ struct Batch {
     std::vector<Event> events;
     std::vector<std::size_t> index;                          // events[i] is entries[index[i]]
     std::vector<std::pair<std::size_t, std::string>> dead;   // entry, reason
+    std::int64_t trimmed = 0;  // entries pending whose data is gone from the stream
 };
 
 // Hands batches from the reader thread to the main thread.

@@ -422,6 +422,28 @@ def test_pending_entries_of_a_restarted_consumer_are_read_first(env):
     assert env.responses() == 10 and env.pending() == 0
 
 
+@pytest.mark.parametrize("how", ["own pending", "reclaimed"])
+def test_pending_entries_trimmed_from_the_stream_are_acked_counted_and_logged(env, how):
+    code = env.code("alice")
+    events = [event_fields("click", code=code) for _ in range(6)]
+    env.send(*events)
+    ids = [e[0] for e in env.r.stream(env.stream)]
+    # a consumer read them and died before applying; then two were deleted
+    consumer = "same-name" if how == "own pending" else "dead-one"
+    env.r.cmd("XGROUP", "CREATE", env.stream, env.group, "0", "MKSTREAM")
+    env.r.cmd("XREADGROUP", "GROUP", env.group, consumer, "COUNT", "10", "STREAMS", env.stream, ">")
+    env.r.cmd("XDEL", env.stream, ids[1], ids[4])
+    assert env.pending() == 6
+    if how == "own pending":
+        log = env.drain("--consumer", "same-name")
+    else:
+        log = env.drain("--consumer", "rescuer", "--claim-idle", "0")
+    assert env.responses() == 4
+    assert env.pending() == 0
+    assert counts(log)["trimmed"] == 2
+    assert re.search(r"WARN.*2 pending entries were trimmed", log, re.I), log
+
+
 def test_worker_refuses_an_old_schema(backend_db):
     db, _ = backend_db
     p = subprocess.run([WORKER, "--once", "--redis", "redis://127.0.0.1:1", "--database", db.url],
