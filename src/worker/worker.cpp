@@ -185,6 +185,7 @@ bool Worker::connect_reader(int* backoff) {
         try {
             reader_.connect();
             log(LogLevel::info, "connected to Redis %s", describe(o_.redis).c_str());
+            if (reader_connections_++ > 0) reconnected_ = true;
         } catch (const RedisError& e) {
             log(LogLevel::warn, "%s; retrying in %.1fs", e.what(), *backoff / 1000.0);
             if (!sleep_backoff(backoff)) return false;
@@ -219,6 +220,9 @@ std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
     const std::string count = std::to_string(o_.config.batch);
     auto b = std::make_unique<Batch>();
     if (*phase == Phase::pending) {
+        // From the start of our pending list: wait for the batches in
+        // flight first, so that none is read twice.
+        if (pending_after_ == "0" && !queue_.wait_idle()) return b;
         redisReply* r = reader_.command_into({"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT",
                                               count, "STREAMS", o_.config.stream, pending_after_},
                                              &b->arena);
@@ -312,6 +316,11 @@ void Worker::read_loop() {
     queue_.close();
 }
 
+bool Worker::own_pending() {
+    Reply r = reader_.command({"XPENDING", o_.config.stream, o_.config.group, "-", "+", "1", o_.consumer});
+    return r->type == REDIS_REPLY_ARRAY && r->elements > 0;
+}
+
 void Worker::read_loop_inner() {
     Phase phase = Phase::pending;
     int backoff = 200;
@@ -320,6 +329,13 @@ void Worker::read_loop_inner() {
         if (!group_ready_) {
             if (!ensure_group()) break;
             group_ready_ = true;
+        }
+        if (reconnected_) {
+            // A reply lost with the connection may have delivered entries
+            // to us that we never saw: read our own pending list again.
+            reconnected_ = false;
+            phase = Phase::pending;
+            pending_after_ = "0";
         }
         std::unique_ptr<Batch> b;
         Phase before = phase;
@@ -338,7 +354,22 @@ void Worker::read_loop_inner() {
             continue;
         }
         if (b->entries.empty()) {
-            if (o_.once && before == Phase::fresh) break;  // drained
+            if (o_.once && before == Phase::fresh) {
+                // Drained, once what is in flight is acknowledged and
+                // nothing is left pending under our name (a lost reply).
+                if (!queue_.wait_idle()) break;
+                try {
+                    if (!own_pending()) break;
+                } catch (const RedisError& e) {
+                    log(LogLevel::warn, "checking our pending entries failed: %s; retrying", e.what());
+                    if (e.is_reply) reader_.close();
+                    if (!sleep_backoff(&backoff)) break;
+                    continue;
+                }
+                log(LogLevel::info, "entries delivered to us are still pending: reading them again");
+                phase = Phase::pending;
+                pending_after_ = "0";
+            }
             continue;
         }
         if (!queue_.push(std::move(b))) break;

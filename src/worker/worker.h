@@ -79,6 +79,7 @@ private:
     // reader thread
     void read_loop();  // never throws
     void read_loop_inner();
+    bool own_pending();  // entries pending under our name? throws RedisError
     bool connect_reader(int* backoff);
     bool ensure_group();
     std::unique_ptr<Batch> read_batch(Phase* phase);
@@ -104,6 +105,8 @@ private:
     std::string claim_cursor_ = "0-0";
     std::int64_t next_claim_ms_ = 0;
     bool group_ready_ = false;
+    int reader_connections_ = 0;
+    bool reconnected_ = false;  // read our pending list again (a reply may have been lost)
     std::atomic<bool> reader_failed_{false};
 };
 

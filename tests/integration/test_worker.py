@@ -444,6 +444,81 @@ def test_pending_entries_trimmed_from_the_stream_are_acked_counted_and_logged(en
     assert re.search(r"WARN.*2 pending entries were trimmed", log, re.I), log
 
 
+class ReplyLosingProxy:
+    """A TCP proxy to Redis that forwards everything but the reply to the
+    first `XREADGROUP ... >`: that connection is cut instead, after Redis
+    delivered the entries (they are pending under the consumer's name)."""
+
+    def __init__(self, port):
+        import socket
+        import threading
+        self.port_to = port
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.lost = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.port_to))
+            state = {"drop": False}
+            threading.Thread(target=self.pump, args=(c, u, state, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c, state, False), daemon=True).start()
+
+    def pump(self, src, dst, state, upstream):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    with self.lock:
+                        if self.lost == 0 and b"XREADGROUP" in data and b"$1\r\n>\r\n" in data:
+                            self.lost = 1
+                            state["drop"] = True
+                elif state["drop"]:
+                    break       # the reply is lost with the connection
+                dst.sendall(data)
+        except OSError:
+            pass
+        import socket
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_entries_whose_reply_was_lost_are_read_again_after_a_reconnect(env):
+    code = env.code("alice")
+    env.send(*[event_fields("click", code=code) for _ in range(10)])
+    proxy = ReplyLosingProxy(int(env.redis.url.rsplit(":", 1)[1]))
+    try:
+        args = [a if a != env.redis.url else f"redis://127.0.0.1:{proxy.port}"
+                for a in env.args("--once", "--consumer", "unlucky")]
+        p = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    finally:
+        proxy.close()
+    assert proxy.lost == 1
+    assert p.returncode == 0, p.stderr
+    assert env.responses() == 10, p.stderr
+    assert env.pending() == 0
+
+
 def test_worker_refuses_an_old_schema(backend_db):
     db, _ = backend_db
     p = subprocess.run([WORKER, "--once", "--redis", "redis://127.0.0.1:1", "--database", db.url],
