@@ -503,6 +503,9 @@ Config parse_config(const std::string& text, const std::string& name) {
     }
     if (auto it = t.find("claim_idle"); it != t.end()) {
         c.claim_idle_ms = r.duration(it->second, "claim_idle");
+        // Below a second, entries in flight at a live consumer would be
+        // taken from it. (The flag --claim-idle 0 stays allowed: for tests.)
+        if (c.claim_idle_ms < 1000) r.fail(it->second, "claim_idle", "bad value: must be at least 1s");
     }
     if (auto it = t.find("reward"); it != t.end()) {
         if (!it->second.is_array())

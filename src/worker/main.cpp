@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
                    "then $REFERRAL_DATABASE)");
     app.add_option("--batch", batch, "entries per batch and transaction (default 500)");
     app.add_option("--claim-idle", claim_idle,
-                   "seconds an entry stays pending with a silent consumer before it is reclaimed (default 60)");
+                   "seconds an entry stays pending with a silent consumer before it is reclaimed (default 60; "
+                   "0, which takes entries from live consumers too, is for tests)");
     app.add_flag("-v,--verbose", verbose, "log every batch");
     try {
         app.parse(argc, argv);

@@ -138,6 +138,13 @@ void test_bad_value_named_with_line(void**) {
     assert_true(contains(m, "worker.toml:3"));
     assert_true(contains(m, "'window'"));
     assert_true(contains(m, "bad value"));
+    m = refusal("batch = 10\nclaim_idle = \"0\"\n");
+    assert_true(contains(m, "worker.toml:2"));
+    assert_true(contains(m, "'claim_idle'"));
+    m = refusal("claim_idle = \"999ms\"\n");
+    assert_true(contains(m, "worker.toml:1"));
+    assert_true(contains(m, "'claim_idle'"));
+    assert_int_equal(parse_config("claim_idle = \"1s\"\n", "w.toml").claim_idle_ms, 1000);
     m = refusal("batch = 0\n");
     assert_true(contains(m, "'batch'"));
     assert_true(contains(m, "worker.toml:1"));
