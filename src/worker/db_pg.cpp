@@ -110,6 +110,7 @@ public:
 
     void rollback() noexcept override {
         reset_clicks();
+        inserted_ = 0;  // those rows are gone again
         if (conn_ && PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
             PGresult* r = PQexec(conn_, "ROLLBACK");
             PQclear(r);

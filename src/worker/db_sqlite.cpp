@@ -156,6 +156,7 @@ public:
     }
     void commit() override { exec(kCommit, "COMMIT", {}); }
     void rollback() noexcept override {
+        inserted_ = 0;  // those rows are gone again
         if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     }
 
