@@ -355,10 +355,13 @@ std::vector<CodeInfo> Store::codes(std::string_view user) {
 }
 
 bool Store::user_known(std::string_view user) {
+    // At most one row: both databases stop at the first table that knows
+    // the user.
     return !db_->query(kUserKnown,
                        "SELECT 1 FROM referral_user WHERE user_id = $1"
                        " UNION ALL SELECT 1 FROM referral WHERE user_id = $1"
-                       " UNION ALL SELECT 1 FROM referral_reward WHERE user_id = $1",
+                       " UNION ALL SELECT 1 FROM referral_reward WHERE user_id = $1"
+                       " LIMIT 1",
                        {Param::Text(user)}).empty();
 }
 
@@ -390,7 +393,9 @@ bool Store::redeem(std::int64_t id, std::string_view at) {
 }
 
 std::vector<StatsRow> Store::stats() {
-    Rows rows = db_->query(kStats,
+    // Ordered by bytes on both databases (SQLite's BINARY, PostgreSQL's
+    // "C"), whatever the PostgreSQL database's collation.
+    std::string sql =
         "SELECT o.user_id,"
         " (SELECT count(*) FROM referral r WHERE r.user_id = o.user_id),"
         " (SELECT count(*) FROM referral_response x JOIN referral r ON r.id = x.referral_id"
@@ -400,8 +405,9 @@ std::vector<StatsRow> Store::stats() {
         " (SELECT count(DISTINCT x.user_id) FROM referral_response x JOIN referral r ON r.id = x.referral_id"
         "   WHERE r.user_id = o.user_id AND x.action = 'subscribe'),"
         " (SELECT count(*) FROM referral_reward w WHERE w.user_id = o.user_id AND w.role = 'referrer')"
-        " FROM (SELECT DISTINCT user_id FROM referral) o ORDER BY o.user_id",
-        {});
+        " FROM (SELECT DISTINCT user_id FROM referral) o ORDER BY o.user_id";
+    if (is_pg(*db_)) sql += " COLLATE \"C\"";
+    Rows rows = db_->query(kStats, sql.c_str(), {});
     std::vector<StatsRow> out;
     for (const Row& r : rows) {
         StatsRow s;
