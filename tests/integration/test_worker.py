@@ -399,16 +399,24 @@ def test_malformed_entries_go_to_the_dead_stream(env):
 
 def test_sigterm_finishes_and_exits_zero(env):
     code = env.code("alice")
-    w = env.start()
-    env.send(*[event_fields("click", code=code) for _ in range(200)])
+    n = 5000
+    env.send(*[event_fields("click", code=code) for _ in range(n)])
+    w = env.start("--batch", "10")
     deadline = time.time() + 30
-    while time.time() < deadline and env.responses() < 200:
-        time.sleep(0.05)
-    w.send_signal(signal.SIGTERM)
+    while time.time() < deadline and env.responses() == 0:
+        time.sleep(0.01)
+    w.send_signal(signal.SIGTERM)      # mid-drain
     rc = w.wait(timeout=15)
     assert rc == 0, w.stderr.read()
-    assert env.responses() == 200
+    stored = env.responses()
+    assert 0 < stored < n, "the worker was not stopped mid-drain"
+    # what was read was applied and acknowledged: nothing pending, and as
+    # many rows as entries up to the group's last delivered id
     assert env.pending() == 0
+    info = env.r.cmd("XINFO", "GROUPS", env.stream)[0]
+    last = dict(zip(info[0::2], info[1::2]))["last-delivered-id"]
+    acked = len(env.r.cmd("XRANGE", env.stream, "-", last))
+    assert stored == acked
 
 
 def test_pending_entries_of_a_restarted_consumer_are_read_first(env):
