@@ -66,7 +66,7 @@ class Traffic:
 
 
 def assert_all_delivered(redis, visitors, timeout=30, key="referral:events",
-                         duplicates_allowed=False):
+                         duplicates_allowed=False, max_duplicates=0):
     """Every visitor's click is in the stream, each event id once (or, after
     a crash of Redis itself, at least once: the id is the idempotency key)."""
     client = redis.client()
@@ -83,7 +83,7 @@ def assert_all_delivered(redis, visitors, timeout=30, key="referral:events",
     assert len(distinct) == len(visitors), \
         f"{len(distinct)} distinct event ids for {len(visitors)} requests"
     if not duplicates_allowed:
-        assert len(ids) == len(distinct), \
+        assert len(ids) - len(distinct) <= max_duplicates, \
             f"{len(ids) - len(distinct)} events arrived more than once ({len(ids)} entries)"
     return events
 
@@ -117,7 +117,10 @@ def outage(n, redis, spool):
     finally:
         traffic.stop()
     traffic.check_requests()
-    assert_all_delivered(redis, traffic.visitors)
+    # Redis stopped between running an XADD and sending its reply: that
+    # event is sent again, with the same id, and the worker applies it
+    # once. Only XADDs in flight at that instant (a few, at this rate).
+    assert_all_delivered(redis, traffic.visitors, max_duplicates=10)
     st = wait_until(lambda: (lambda s: s if s["buffered"] == 0 and s["redis"] == "connected"
                              else None)(referral_status(n.port)), timeout=10)
     assert st, referral_status(n.port)
