@@ -1,13 +1,32 @@
-"""Shared fixtures for the module's integration tests (test_module_*.py):
-a real redis-server and Debian's nginx with the built module, both on free
-127.0.0.1 ports, stopped after the test; every nginx's error.log must be
+"""Shared fixtures for the integration tests: a real redis-server, a
+throwaway PostgreSQL cluster and Debian's nginx with the built module, on
+free 127.0.0.1 ports, stopped after use; every nginx's error.log must be
 free of [alert]/[emerg]/[crit]/sanitizer lines when the test ends."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
-from harness import MODULE, Nginx, RedisServer, free_port, module_http
+from harness import MODULE, Nginx, Postgres, RedisServer, free_port, module_http
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """One PostgreSQL cluster per test file; each test makes its own database."""
+    p = Postgres().start()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def tmp():
+    """A scratch directory every user can enter (nginx workers, postgres)."""
+    d = tempfile.mkdtemp(prefix="referral-test-")
+    os.chmod(d, 0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

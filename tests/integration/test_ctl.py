@@ -3,28 +3,11 @@ SQLite and PostgreSQL (SPEC "The worker and the main database")."""
 
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
-from harness import CTL, WORKER, MainDb, Postgres, RedisServer, ctl, event_fields, xadd_args
-
-
-@pytest.fixture(scope="module")
-def pg():
-    p = Postgres().start()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def tmp():
-    d = tempfile.mkdtemp(prefix="referral-ctl-test-")
-    os.chmod(d, 0o777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+from harness import WORKER, MainDb, RedisServer, ctl, event_fields, xadd_args
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -3,32 +3,20 @@ module, a proxied backend that reports conversions, Redis, referral-worker and
 referralctl, on SQLite and on PostgreSQL (issue 3, "the whole two-sided flow
 through nginx")."""
 
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from harness import (WORKER, MainDb, Nginx, Postgres, RedisServer, ctl, free_port,
+from harness import (WORKER, MainDb, Nginx, RedisServer, ctl, free_port,
                      http_request)
 
 
-@pytest.fixture(scope="module")
-def pg():
-    p = Postgres().start()
-    yield p
-    p.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def stack(request):
+def stack(request, tmp):
     """nginx :port (referral on, proxying to a demo backend that answers
     /signup and /subscribe with the conversion header), Redis, a migrated
     main database and a running worker."""
-    tmp = tempfile.mkdtemp(prefix="referral-flow-")
-    os.chmod(tmp, 0o777)
     redis = RedisServer().start()
     pg = request.getfixturevalue("pg") if request.param == "postgresql" else None
     db = MainDb(request.param, tmp, pg)
@@ -73,7 +61,6 @@ def stack(request):
     nginx.assert_clean_log()
     nginx.close()
     redis.close()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Browser:

@@ -3,7 +3,6 @@ worker and the main database"). Every scenario runs on both databases."""
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -12,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import (WORKER, MainDb, Postgres, RedisServer, ctl, event_fields, xadd_args)
+from harness import (WORKER, MainDb, RedisServer, ctl, event_fields, xadd_args)
 
 DAY_MS = 86400 * 1000
 
@@ -24,21 +23,6 @@ def redis():
     r = RedisServer().start()
     yield r
     r.close()
-
-
-@pytest.fixture(scope="module")
-def pg():
-    p = Postgres().start()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def tmp():
-    d = tempfile.mkdtemp(prefix="referral-worker-test-")
-    os.chmod(d, 0o777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 class Env:
