@@ -15,10 +15,6 @@ namespace {
 
 constexpr int kMaxCookieCandidates = 4;
 
-std::string_view view(const ngx_str_t& s) {
-    return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
-}
-
 ngx_str_t copy(ngx_pool_t* pool, std::string_view s) {
     ngx_str_t out = ngx_null_string;
     if (s.empty()) return out;

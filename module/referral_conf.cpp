@@ -20,10 +20,9 @@ void free_prepared_key(void* data) noexcept {
 char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     auto* lcf = static_cast<LocConf*>(conf);
     ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
-    if (lcf->secret_files == NGX_CONF_UNSET_PTR) {
-        lcf->secret_files = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+    if (lcf->keys == NGX_CONF_UNSET_PTR) {
         lcf->keys = ngx_array_create(cf->pool, 2, sizeof(referral::Key));
-        if (lcf->secret_files == nullptr || lcf->keys == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+        if (lcf->keys == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
     }
     ngx_str_t name = value[1];
     if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) return static_cast<char*>(NGX_CONF_ERROR);
@@ -63,11 +62,9 @@ char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
         goto done;
     }
     {
-        auto* f = static_cast<ngx_str_t*>(ngx_array_push(lcf->secret_files));
         auto* k = static_cast<referral::Key*>(ngx_array_push(lcf->keys));
         ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(cf->pool, 0);
-        if (f == nullptr || k == nullptr || cln == nullptr) goto done;
-        *f = name;
+        if (k == nullptr || cln == nullptr) goto done;
         k->data = buf;
         k->len = static_cast<size_t>(n);
         k->prepared = nullptr;
@@ -376,7 +373,6 @@ void* create_loc_conf(ngx_conf_t* cf) noexcept {
     // ngx_pcalloc left: code, cookie_* strings, conversion_header,
     // cookie_attrs as null/empty, which means "not set here".
     lcf->enable = NGX_CONF_UNSET;
-    lcf->secret_files = static_cast<ngx_array_t*>(NGX_CONF_UNSET_PTR);
     lcf->keys = static_cast<ngx_array_t*>(NGX_CONF_UNSET_PTR);
     lcf->cookie_flags = NGX_CONF_UNSET_UINT;
     lcf->window = NGX_CONF_UNSET;
@@ -413,7 +409,6 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
             prev->code_is_arg_ref = true;
         }
     }
-    ngx_conf_merge_ptr_value(conf->secret_files, prev->secret_files, nullptr);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, nullptr);
     ngx_conf_merge_str_value(conf->cookie_name, prev->cookie_name, "referral");
     ngx_conf_merge_str_value(conf->cookie_domain, prev->cookie_domain, "");

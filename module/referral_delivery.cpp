@@ -88,11 +88,7 @@ public:
         }
         outbox_.requeue();
         spool_all("the worker is exiting");
-        if (!outbox_.empty()) {
-            drop(outbox_.size(), "the worker exited while Redis was unreachable and no spool is set");
-            count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
-            outbox_.take_all();
-        }
+        drop_all("the worker exited while Redis was unreachable and no spool is set");
         if (spool_) {
             std::string err;
             if (!spool_->seal(&err)) spool_error(err);
@@ -346,6 +342,14 @@ private:
         }
     }
 
+    // Gives up on everything still in memory: counted and logged as dropped.
+    void drop_all(const char* why) {
+        if (outbox_.empty()) return;
+        drop(outbox_.size(), why);
+        count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
+        outbox_.take_all();
+    }
+
     void drop(size_t n, const char* why) {
         count(&Counters::dropped, static_cast<ngx_atomic_int_t>(n));
         dropped_unlogged_ += n;
@@ -484,9 +488,7 @@ private:
                     spool_all("the worker is exiting");
                 } else if (now - exiting_since_ > kExitGraceMs) {
                     if (ac_ != nullptr) fail_connection("the worker is exiting");
-                    drop(outbox_.size(), "the worker is exiting and Redis is unreachable");
-                    count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
-                    outbox_.take_all();
+                    drop_all("the worker is exiting and Redis is unreachable");
                 }
             }
             hold();

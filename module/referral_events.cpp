@@ -11,10 +11,6 @@ std::string_view header_value(const ngx_table_elt_t* h) {
     return std::string_view(reinterpret_cast<const char*>(h->value.data), h->value.len);
 }
 
-std::string_view view(const ngx_str_t& s) {
-    return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
-}
-
 }  // namespace
 
 void record_event(ngx_http_request_t* r, const char* type, const RequestCtx* ctx,

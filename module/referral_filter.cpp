@@ -25,7 +25,7 @@ void add_set_cookie(ngx_http_request_t* r, const RequestCtx* ctx) {
 void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const RequestCtx* ctx) {
     const ngx_str_t& name = lcf->conversion_header;
     std::string_view code;
-    if (ctx != nullptr) code = std::string_view(reinterpret_cast<const char*>(ctx->code.data), ctx->code.len);
+    if (ctx != nullptr) code = view(ctx->code);
     for (ngx_list_part_t* part = &r->headers_out.headers.part; part != nullptr; part = part->next) {
         auto* h = static_cast<ngx_table_elt_t*>(part->elts);
         for (ngx_uint_t i = 0; i < part->nelts; i++) {
@@ -35,7 +35,7 @@ void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const Request
             }
             h[i].hash = 0;  // never reaches the client, valid or not
             referral::Conversion conv;
-            std::string_view value(reinterpret_cast<const char*>(h[i].value.data), h[i].value.len);
+            std::string_view value = view(h[i].value);
             if (const char* err = referral::parse_conversion(value, &conv)) {
                 count(&Counters::malformed_conversions);
                 // The value is the backend's: bound it and escape it.

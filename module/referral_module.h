@@ -9,6 +9,7 @@ extern "C" {
 }
 
 #include <cstdint>
+#include <string_view>
 
 #include "core/cookie.h"
 
@@ -17,6 +18,10 @@ extern ngx_module_t ngx_http_referral_module;
 }
 
 namespace referral_ngx {
+
+inline std::string_view view(const ngx_str_t& s) noexcept {
+    return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
+}
 
 enum class Attribution : ngx_uint_t { first = 0, last = 1 };
 
@@ -45,7 +50,6 @@ struct LocConf {
     ngx_flag_t enable;
     ngx_http_complex_value_t* code;
     bool code_is_arg_ref;       // the default, read without the script engine
-    ngx_array_t* secret_files;  // ngx_str_t file names, as written
     ngx_array_t* keys;          // referral::Key, first one signs
     ngx_str_t cookie_name;
     ngx_str_t cookie_domain;

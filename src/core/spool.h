@@ -63,8 +63,6 @@ public:
     // Sealed files waiting (not counting claims).
     std::size_t sealed_count() const;
 
-    const std::string& dir() const { return dir_; }
-
 private:
     std::string path(std::string_view name) const;
     bool open_part(std::int64_t first_ms, std::string* err);
