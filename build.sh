@@ -11,7 +11,7 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES=(
   build-essential cmake pkg-config git
   nginx nginx-dev libpcre2-dev zlib1g-dev libssl-dev
-  libhiredis-dev redis-server
+  libhiredis-dev redis-server libcurl4-openssl-dev
   libsqlite3-dev sqlite3 libpq-dev postgresql
   libtoml11-dev libcli11-dev nlohmann-json3-dev
   libcmocka-dev clang libclang-rt-14-dev
