@@ -535,3 +535,48 @@ def test_migration_keeps_rewards(backend, version, tmp, pg):
     assert db.query("SELECT count(*) FROM referral_user WHERE stripe_customer_id IS NOT NULL") == [("0",)]
     rc, out, _ = ctl(db.url, "rewards", "--user", "bob")
     assert "available" in out
+
+
+# ------------------------------------------------------ daily_cap, review
+
+CAP_RULES = """
+[[reward]]
+name = "signup-credit"
+action = "signup"
+referrer_plan = "any"
+referrer = { kind = "credit", amount = 500, currency = "usd" }
+referee = { kind = "credit", amount = 500, currency = "usd" }
+daily_cap = 2
+"""
+
+
+def test_daily_cap_sends_to_review_then_approve_and_reject(stack):
+    s = stack
+    s.config(rules=CAP_RULES, stripe=False, webhook=False)
+    code = ctl(s.db.url, "code", "create", "--user", "alice", check=True)[1].strip()
+    for friend in ("f1", "f2", "f3", "f4"):   # the cap, then two past it, the same UTC day
+        s.send("signup", friend, code=code)
+    w = s.start()
+    wait_until(lambda: s.db.count("SELECT count(*) FROM referral_reward WHERE role = 'referrer'") == 4)
+    statuses = s.db.query("SELECT referred_user_id, status, COALESCE(reason, '') FROM referral_reward"
+                          " WHERE role = 'referrer' ORDER BY referred_user_id")
+    assert statuses == [("f1", "available", ""), ("f2", "available", ""),
+                        ("f3", "review", "daily_cap"), ("f4", "review", "daily_cap")]
+    rc, j, _ = ctl(s.db.url, "review", json_out=True)
+    in_review = [r for r in j["rewards"] if r["role"] == "referrer"]
+    assert [r["referred_user"] for r in in_review] == ["f3", "f4"]
+    rc, out, _ = ctl(s.db.url, "review")
+    assert rc == 0 and "daily_cap" in out
+    rc, j, err = ctl(s.db.url, "review", "approve", str(in_review[0]["id"]), json_out=True)
+    assert rc == 0 and j["status"] == "available", err
+    rc, j, err = ctl(s.db.url, "review", "reject", str(in_review[1]["id"]), "--reason", "farming", json_out=True)
+    assert rc == 0 and j["status"] == "rejected" and j["reason"] == "farming", err
+    # Final: neither can be decided again; a clear error, exit 1.
+    rc, _, err = ctl(s.db.url, "review", "approve", str(in_review[1]["id"]))
+    assert rc == 1 and "rejected, not in review" in err
+    rc, j, _ = ctl(s.db.url, "review", "reject", str(in_review[0]["id"]), json_out=True)
+    assert rc == 1 and j["reason"] == "not_in_review"
+    rc, _, err = ctl(s.db.url, "review", "approve", "999")
+    assert rc == 1 and "no reward with id 999" in err
+    err = s.stop(w)
+    assert "reviewed=2" in err, err
