@@ -62,6 +62,7 @@ case "$cmd" in
   bench)
     "$ROOT/bench/edge.sh"
     "$ROOT/bench/worker.sh"
+    "$ROOT/bench/delivery.sh"
     ;;
   *) echo "usage: $0 [build|test|run|bench]" >&2; exit 2 ;;
 esac
