@@ -15,7 +15,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3 libpq-dev postgresql
   libtoml11-dev libcli11-dev nlohmann-json3-dev
   libcmocka-dev clang libclang-rt-14-dev
-  python3 python3-pytest python3-psycopg2
+  python3 python3-pytest python3-psycopg2 python3-stripe
   wrk curl procps
 )
 

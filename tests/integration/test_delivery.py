@@ -487,7 +487,7 @@ def test_webhooks_reach_a_receiver_that_was_down(stack):
     # Stripe's own SDK verifies the signature too.
     d = s.hooks.deliveries[-1]
     sdk = verify_with_stripe_sdk(d.body, d.headers["referral-signature"], SECRET)
-    assert sdk in (True, None)
+    assert sdk is True   # python3-stripe is installed by build.sh
     assert verify(SECRET, d.body, d.headers["referral-signature"]) is None
     assert verify(b"whsec_other", d.body, d.headers["referral-signature"]) is not None
     s.stop(w)
