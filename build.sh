@@ -18,7 +18,7 @@ PACKAGES=(
   libcmocka-dev clang libclang-rt-14-dev
   python3 python3-pytest python3-psycopg2
   wrk curl procps
-  debhelper dpkg-dev systemd
+  debhelper dpkg-dev help2man systemd
 )
 
 install_packages() {

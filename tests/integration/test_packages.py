@@ -94,6 +94,8 @@ def built_debs():
         pytest.skip(f"no packages in {DEB_DIR}: ./build.sh deb makes them")
     for pkg, found in debs.items():
         assert len(found) == 1, f"{DEB_DIR} should hold one {pkg}, has {found}"
+    # The packages compile the sources themselves; a development build newer
+    # than them means sources changed since: this would test old packages.
     for deb in (debs[MODULE_PKG][0], debs[WORKER_PKG][0]):
         for built in (MODULE, WORKER, CTL):
             assert os.path.getmtime(deb) >= os.path.getmtime(built), \
