@@ -16,9 +16,13 @@ out=$build/deb
 
 rm -rf "$stage" "$out"
 mkdir -p "$stage/src" "$out"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard -- \
-   CMakeLists.txt src module tests config README.md |
-   xargs -0 cp --parents -t "$stage/src")
+sources=(CMakeLists.txt src module tests config README.md)
+if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  (cd "$root" && git ls-files -z --cached --others --exclude-standard -- "${sources[@]}" |
+     xargs -0 cp --parents -t "$stage/src")
+else # an unpacked tarball: nothing is ignored there
+  (cd "$root" && cp -r --parents -t "$stage/src" "${sources[@]}")
+fi
 cp -r "$here/debian" "$stage/src/"
 
 # -b: binary packages only; -uc -us: unsigned. Output lands in $stage.
