@@ -214,7 +214,7 @@ def test_unit_runs_as_the_dedicated_user_that_owns_the_state(installed):
     assert s["NoNewPrivileges"] == ["yes"] and s["PrivateTmp"] == ["yes"]
 
 
-def test_worker_toml_is_a_conffile_readable_by_the_worker_only(installed):
+def test_worker_toml_is_a_conffile_only_root_and_the_worker_read(installed):
     lines = run("dpkg-query", "-W", "-f=${Conffiles}", WORKER_PKG).stdout.split("\n")
     conffiles = dict(line.split()[:2] for line in lines if line.strip())
     assert CONF in conffiles, conffiles
@@ -222,8 +222,10 @@ def test_worker_toml_is_a_conffile_readable_by_the_worker_only(installed):
         data = f.read()
     assert hashlib.md5(data).hexdigest() == conffiles[CONF]
     assert tomllib.loads(data.decode())["database"] == f"sqlite://{STATE}/referral.db"
-    st = os.stat(CONF)
-    assert (st.st_uid, grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o777) == (0, USER, 0o640)
+    for path, mode in ((CONF, 0o640), (os.path.dirname(CONF), 0o750)):
+        st = os.stat(path)
+        assert (st.st_uid, grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o777) == \
+            (0, USER, mode), path
 
 
 def test_unit_exec_start_pre_creates_the_schema(installed):
