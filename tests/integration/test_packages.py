@@ -70,6 +70,24 @@ def as_user(user, *argv, **kw):
                *argv, cwd="/", env=env, **kw)
 
 
+def as_unit(*argv):
+    """argv roughly as the unit runs it: as its User=, with no new
+    privileges, from /, in a private mount namespace where the file system is
+    read-only but for ReadWritePaths= (ProtectSystem=strict) and /tmp and
+    /var/tmp are empty and private (PrivateTmp=yes). systemd itself cannot
+    run the unit here: it is not PID 1 in this container."""
+    s = unit()
+    user = s["User"][0]
+    writable = [p for line in s["ReadWritePaths"] for p in line.split()]
+    script = "".join(f"mount --bind {shlex.quote(p)} {shlex.quote(p)}; " for p in writable)
+    script += "mount -o remount,bind,ro /; "
+    script += "mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /var/tmp; exec \"$@\""
+    env = {k: v for k, v in os.environ.items() if k != "REFERRAL_DATABASE"}
+    return run("unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "sh",
+               "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+               "--no-new-privs", "--", *argv, cwd="/", env=env)
+
+
 def snapshot():
     """Every path under WATCHED with its type, mode, owner and link target,
     plus the user and group databases' entries for USER."""
@@ -233,7 +251,7 @@ def test_unit_exec_start_pre_creates_the_schema(installed):
         pytest.xfail("referralctl has no --config yet (SPEC \"referralctl, continued\"), "
                      "which the unit's ExecStartPre uses")
     for line in unit()["ExecStartPre"]:
-        as_user(USER, *shlex.split(line))
+        as_unit(*shlex.split(line))
     db = os.path.join(STATE, "referral.db")
     assert os.stat(db).st_uid == pwd.getpwnam(USER).pw_uid
 
@@ -304,9 +322,10 @@ def test_click_through_the_stock_nginx_is_stored_by_the_installed_worker(install
         events = wait_events(rc, 1)
     assert [(e["type"], e["code"]) for e in events] == [("click", code)]
 
-    # The unit's own command line, with the test Redis and --once.
+    # The unit's own command line, sandboxed like the unit, with the test
+    # Redis and --once.
     exec_start = shlex.split(unit()["ExecStart"][0])
-    as_user(USER, *exec_start, "--redis", redis.url, "--once")
+    as_unit(*exec_start, "--redis", redis.url, "--once")
     con = sqlite3.connect(db_url.removeprefix("sqlite://"))
     try:
         rows = con.execute("SELECT r.code, s.action FROM referral_response s "
