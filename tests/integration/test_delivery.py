@@ -580,3 +580,24 @@ def test_daily_cap_sends_to_review_then_approve_and_reject(stack):
     assert rc == 1 and "no reward with id 999" in err
     err = s.stop(w)
     assert "reviewed=2" in err, err
+
+
+def test_two_workers_never_send_the_same_delivery(stack):
+    s = stack
+    s.config(webhook=False, extra='[[reward]]\nname = "signup-credit"\naction = "signup"\nreferrer_plan = "any"\n'
+             'referrer = { kind = "credit", amount = 100, currency = "usd" }\n'
+             'referee = { kind = "credit", amount = 100, currency = "usd" }\n')
+    code = ctl(s.db.url, "code", "create", "--user", "alice", check=True)[1].strip()
+    s.stripe.add_customer("cus_alice")
+    s.send("subscribe", "alice", customer="cus_alice")
+    friends = [f"f{i}" for i in range(30)]
+    for f in friends:
+        s.stripe.add_customer(f"cus_{f}")
+        s.send("signup", f, code=code, customer=f"cus_{f}")
+    workers = [s.start(consumer="a"), s.start(consumer="b")]
+    wait_until(lambda: s.db.count("SELECT count(*) FROM referral_reward WHERE status = 'paid'") == 60, timeout=60)
+    keys = [q.headers.get("idempotency-key") for q in s.stripe.requests if q.method == "POST"]
+    assert len(keys) == 60 and len(set(keys)) == 60   # each request sent once, by one worker
+    assert s.stripe.balance("cus_alice") == -3000
+    for w in workers:
+        s.stop(w)
