@@ -7,6 +7,7 @@
 #include "core/code.h"
 #include "core/event.h"
 #include "core/random.h"
+#include "referral_compat.h"
 #include "referral_events.h"
 #include "referral_module.h"
 
@@ -77,10 +78,9 @@ void compute(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx) {
     referral::CookieStatus rejected_why = referral::CookieStatus::valid;
     int candidates = 0;
     const auto* keys = static_cast<const referral::Key*>(lcf->keys->elts);
-    auto** cookies = static_cast<ngx_table_elt_t**>(r->headers_in.cookies.elts);
-    for (ngx_uint_t i = 0; i < r->headers_in.cookies.nelts && !cookie_valid; i++) {
+    for_each_cookie_header(r, [&](std::string_view header) {
         cookie_valid = referral::for_each_cookie(
-            view(cookies[i]->value), view(lcf->cookie_name), [&](std::string_view value) {
+            header, view(lcf->cookie_name), [&](std::string_view value) {
                 if (++candidates > kMaxCookieCandidates) return true;
                 referral::CookieStatus st = referral::verify_cookie(
                     value, keys, lcf->keys->nelts, now, window_ms, &claims);
@@ -88,7 +88,8 @@ void compute(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx) {
                 return st == referral::CookieStatus::valid;
             });
         if (candidates > kMaxCookieCandidates) cookie_valid = false;
-    }
+        return cookie_valid || candidates > kMaxCookieCandidates;
+    });
     if (!cookie_valid && candidates > 0) {
         cookie_rejected = true;
         count(&Counters::rejected_cookies);

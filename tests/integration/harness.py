@@ -15,10 +15,12 @@ SOURCE_DIR = os.environ.get(
     "REFERRAL_SOURCE_DIR",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD_DIR = os.environ.get("REFERRAL_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
-MODULE = os.path.join(BUILD_DIR, "ngx_http_referral_module.so")
+# REFERRAL_NGINX and REFERRAL_MODULE run the module tests against another
+# nginx and the .so built for it (tests/nginx-versions.sh).
+MODULE = os.environ.get("REFERRAL_MODULE", os.path.join(BUILD_DIR, "ngx_http_referral_module.so"))
 WORKER = os.path.join(BUILD_DIR, "referral-worker")
 CTL = os.path.join(BUILD_DIR, "referralctl")
-NGINX = "/usr/sbin/nginx"
+NGINX = os.environ.get("REFERRAL_NGINX", "/usr/sbin/nginx")
 
 
 def free_port():

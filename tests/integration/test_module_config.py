@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+import harness
 from harness import ECHO, MODULE, Nginx, echoed, http_request, wait_until
 
 
@@ -163,7 +164,7 @@ def test_nginx_t_fails_naming_the_directive(conf, case):
 
 def test_nginx_refuses_to_start_without_secret(conf):
     n = conf(FAILURES["referral_on_without_secret"][0])
-    p = subprocess.run(["/usr/sbin/nginx", "-p", n.dir, "-c", n.conf, "-e", n.error_log],
+    p = subprocess.run([harness.NGINX, "-p", n.dir, "-c", n.conf, "-e", n.error_log],
                        capture_output=True, text=True, timeout=20)
     assert p.returncode != 0
     assert "referral_secret" in p.stderr + n.log()
