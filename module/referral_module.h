@@ -25,12 +25,15 @@ inline std::string_view view(const ngx_str_t& s) noexcept {
 
 enum class Attribution : ngx_uint_t { first = 0, last = 1 };
 
+// referral_cookie_flags, an ngx_conf_bitmask_t set: bit 0x01 is
+// NGX_CONF_BITMASK_SET (the directive was given), as in the userid module.
 enum CookieFlag : ngx_uint_t {
-    flag_secure = 0x01,
-    flag_httponly = 0x02,
-    flag_samesite_strict = 0x04,
-    flag_samesite_lax = 0x08,
-    flag_samesite_none = 0x10,
+    flag_off = 0x02,
+    flag_secure = 0x04,
+    flag_httponly = 0x08,
+    flag_samesite_strict = 0x10,
+    flag_samesite_lax = 0x20,
+    flag_samesite_none = 0x40,
 };
 
 struct MainConf {
@@ -48,6 +51,8 @@ struct MainConf {
 
 struct LocConf {
     ngx_flag_t enable;
+    u_char* enable_file;        // where `referral on` was set, for messages
+    ngx_uint_t enable_line;     //   about what it requires (as ssl's listen)
     ngx_http_complex_value_t* code;
     bool code_is_arg_ref;       // the default, read without the script engine
     ngx_array_t* keys;          // referral::Key, first one signs
