@@ -97,17 +97,6 @@ public:
         if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
     }
 
-    const char* state_name() const {
-        // "idle": this worker has had nothing to send yet (the connection
-        // opens lazily); "disconnected": it has, and Redis is not reachable.
-        switch (state_) {
-            case State::ready: return "connected";
-            case State::connecting: return "connecting";
-            case State::idle: return "idle";
-            default: return "disconnected";
-        }
-    }
-
 private:
     enum class State { idle, connecting, ready, failing };
 
@@ -115,6 +104,17 @@ private:
         std::string name;
         size_t remaining;
     };
+
+    // The state is also published to this worker's status slot.
+    void set_state(State s) {
+        state_ = s;
+        switch (s) {
+            case State::ready: publish_redis_state(referral::RedisState::connected); break;
+            case State::connecting: publish_redis_state(referral::RedisState::connecting); break;
+            case State::idle: publish_redis_state(referral::RedisState::idle); break;
+            default: publish_redis_state(referral::RedisState::disconnected); break;
+        }
+    }
 
     static Delivery* from(const redisAsyncContext* ac) {
         return static_cast<Delivery*>(ac->data);
@@ -154,7 +154,7 @@ private:
         ac->data = this;
         ac_ = ac;
         generation_++;
-        state_ = State::connecting;
+        set_state(State::connecting);
         connect_started_ = now_ms();
         redisAsyncSetConnectCallback(ac, on_connect);
         redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -188,7 +188,7 @@ private:
         if (state_ == State::ready && now_ms() - connected_at_ > static_cast<std::int64_t>(kBackoffMaxMs)) {
             backoff_ = 0;
         }
-        state_ = State::failing;
+        set_state(State::failing);
         backoff_ = backoff_ == 0 ? kBackoffMinMs : ngx_min(backoff_ * 3 / 2, kBackoffMaxMs);
         ngx_msec_t jitter = static_cast<ngx_msec_t>(ngx_random()) % (backoff_ / 4 + 1);
         if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
@@ -225,7 +225,7 @@ private:
                 return;
             }
             ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: connected to Redis");
-            d->state_ = State::ready;
+            d->set_state(State::ready);
             d->connected_at_ = now_ms();
             d->replay();
         });
@@ -284,7 +284,7 @@ private:
             if (d->ac_ == nullptr && (!d->outbox_.empty() || d->backlog_)) {
                 d->connect();
             } else if (d->ac_ == nullptr) {
-                d->state_ = State::idle;  // nothing to send: connect on demand
+                d->set_state(State::idle);  // nothing to send: connect on demand
             }
         });
     }
@@ -547,6 +547,7 @@ ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: cannot start event delivery");
         delete delivery;
         delivery = nullptr;
+        publish_redis_state(referral::RedisState::disconnected);
     }
     return NGX_OK;
 }
@@ -574,10 +575,6 @@ void deliver(ngx_log_t* log, const char* command, size_t len) noexcept {
         count(&Counters::dropped);
         ngx_log_error(NGX_LOG_ALERT, log, 0, "referral: event dropped: out of memory");
     }
-}
-
-const char* delivery_state() noexcept {
-    return delivery != nullptr ? delivery->state_name() : "disconnected";
 }
 
 }  // namespace referral_ngx

@@ -12,6 +12,7 @@ extern "C" {
 #include <string_view>
 
 #include "core/cookie.h"
+#include "core/status.h"
 
 extern "C" {
 extern ngx_module_t ngx_http_referral_module;
@@ -79,7 +80,8 @@ struct RequestCtx {
     ngx_str_t set_cookie;       // complete Set-Cookie value, or empty
 };
 
-// Shared across workers (one shared memory zone), kept across reloads.
+// One worker process's figures, in its slot of the shared memory zone
+// (referral_status.cpp). All counters but `buffered`, a gauge.
 struct Counters {
     ngx_atomic_t sent;
     ngx_atomic_t buffered;
@@ -91,6 +93,7 @@ struct Counters {
     ngx_atomic_t rejected_cookies;
     ngx_atomic_t conversions;
     ngx_atomic_t malformed_conversions;
+    ngx_atomic_t skipped;
 };
 
 // referral_conf.cpp
@@ -111,8 +114,11 @@ std::int64_t now_ms() noexcept;
 ngx_int_t init_filter(ngx_conf_t* cf) noexcept;
 
 // referral_status.cpp
-extern Counters* counters;  // null until the zone exists
+extern Counters* counters;  // this process's slot; null until it has one
 ngx_int_t add_counters_zone(ngx_conf_t* cf, MainConf* mcf) noexcept;
+void claim_counters_slot(ngx_log_t* log) noexcept;  // init_process
+void release_counters_slot() noexcept;              // exit_process
+void publish_redis_state(referral::RedisState state) noexcept;
 char* status_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 inline void count(ngx_atomic_t Counters::*field, ngx_atomic_int_t n = 1) noexcept {
     if (counters != nullptr) (void)ngx_atomic_fetch_add(&(counters->*field), n);
@@ -123,6 +129,5 @@ ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept;
 void delivery_exit_process(ngx_cycle_t* cycle) noexcept;
 // Takes a complete RESP XADD; never blocks, never fails the request.
 void deliver(ngx_log_t* log, const char* command, size_t len) noexcept;
-const char* delivery_state() noexcept;
 
 }  // namespace referral_ngx
