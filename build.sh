@@ -57,6 +57,8 @@ case "$cmd" in
     (cd "$ROOT/build-fuzz" && ctest --output-on-failure -L fuzz)
     # Everything, against real nginx, Redis, SQLite and PostgreSQL.
     (cd "$ROOT/build" && ctest --output-on-failure)
+    # The module on nginx 1.24 to mainline, built by nginx's own build.
+    "$ROOT/tests/nginx-versions.sh"
     ;;
   run) exec "$ROOT/tools/run-stack.sh" ;;
   bench)
