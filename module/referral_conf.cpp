@@ -343,6 +343,8 @@ constexpr ngx_uint_t kAnyLevel = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HT
 ngx_command_t commands[] = {
     {ngx_string("referral"), kAnyLevel | NGX_CONF_FLAG,
      set_enable, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, enable), nullptr},
+    {ngx_string("referral_skip"), kAnyLevel | NGX_CONF_1MORE,
+     ngx_http_set_predicate_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, skip), nullptr},
     {ngx_string("referral_code"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_http_set_complex_value_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, code), nullptr},
     {ngx_string("referral_secret"), kAnyLevel | NGX_CONF_TAKE1,
@@ -404,6 +406,7 @@ void* create_loc_conf(ngx_conf_t* cf) noexcept {
     // cookie_attrs as null/empty, which means "not set here".
     lcf->enable = NGX_CONF_UNSET;
     lcf->keys = static_cast<ngx_array_t*>(NGX_CONF_UNSET_PTR);
+    lcf->skip = static_cast<ngx_array_t*>(NGX_CONF_UNSET_PTR);
     // cookie_flags: 0 is "unset" for a bitmask.
     lcf->window = NGX_CONF_UNSET;
     lcf->attribution = NGX_CONF_UNSET_UINT;
@@ -444,6 +447,7 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
         }
     }
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, nullptr);
+    ngx_conf_merge_ptr_value(conf->skip, prev->skip, nullptr);
     ngx_conf_merge_str_value(conf->cookie_name, prev->cookie_name, "referral");
     ngx_conf_merge_str_value(conf->cookie_domain, prev->cookie_domain, "");
     ngx_conf_merge_str_value(conf->cookie_path, prev->cookie_path, "/");

@@ -212,7 +212,7 @@ private:
         try {
             f();
         } catch (...) {
-            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: %s failed", what);
+            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: %s failed: %s", what, exception_message());
         }
     }
 
@@ -467,7 +467,8 @@ private:
         try {
             d->tick();
         } catch (...) {
-            ngx_log_error(NGX_LOG_ALERT, d->log_, 0, "referral: periodic work failed");
+            ngx_log_error(NGX_LOG_ALERT, d->log_, 0, "referral: periodic work failed: %s",
+                          exception_message());
         }
     }
 
@@ -544,7 +545,8 @@ ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept {
     } catch (...) {
         // A worker that exits here is not respawned: it serves on and drops
         // (and counts) its events instead.
-        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: cannot start event delivery");
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: cannot start event delivery: %s",
+                      exception_message());
         delete delivery;
         delivery = nullptr;
         publish_redis_state(referral::RedisState::disconnected);
@@ -557,7 +559,8 @@ void delivery_exit_process(ngx_cycle_t* cycle) noexcept {
     try {
         delivery->shutdown();
     } catch (...) {
-        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: event delivery shutdown failed");
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: event delivery shutdown failed: %s",
+                      exception_message());
     }
     delete delivery;
     delivery = nullptr;
@@ -573,7 +576,7 @@ void deliver(ngx_log_t* log, const char* command, size_t len) noexcept {
         delivery->push(command, len);
     } catch (...) {
         count(&Counters::dropped);
-        ngx_log_error(NGX_LOG_ALERT, log, 0, "referral: event dropped: out of memory");
+        ngx_log_error(NGX_LOG_ALERT, log, 0, "referral: event dropped: %s", exception_message());
     }
 }
 

@@ -71,7 +71,8 @@ ngx_int_t header_filter(ngx_http_request_t* r) noexcept {
         if (ctx != nullptr && ctx->set_cookie.len > 0) add_set_cookie(r, ctx);
         if (lcf->enable && lcf->conversion_header.len > 0) record_conversions(r, lcf, ctx);
     } catch (...) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: header filter failed");
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: header filter failed: %s",
+                      exception_message());
     }
     return next_header_filter(r);
 }

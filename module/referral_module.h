@@ -9,8 +9,10 @@ extern "C" {
 }
 
 #include <cstdint>
+#include <exception>
 #include <string_view>
 
+#include "core/attribution.h"
 #include "core/cookie.h"
 #include "core/status.h"
 
@@ -19,6 +21,18 @@ extern ngx_module_t ngx_http_referral_module;
 }
 
 namespace referral_ngx {
+
+// For the log line of an exception barrier: the message of the exception
+// being handled. Only inside a catch block; the text lives as long as it.
+inline const char* exception_message() noexcept {
+    try {
+        throw;
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "an exception that is not a std::exception";
+    }
+}
 
 inline std::string_view view(const ngx_str_t& s) noexcept {
     return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
@@ -54,6 +68,7 @@ struct LocConf {
     ngx_flag_t enable;
     u_char* enable_file;        // where `referral on` was set, for messages
     ngx_uint_t enable_line;     //   about what it requires (as ssl's listen)
+    ngx_array_t* skip;          // referral_skip predicates, or null
     ngx_http_complex_value_t* code;
     bool code_is_arg_ref;       // the default, read without the script engine
     ngx_array_t* keys;          // referral::Key, first one signs
@@ -68,11 +83,9 @@ struct LocConf {
 };
 
 // What this request is attributed to; computed once, on first use.
-enum class Status : ngx_uint_t { none, fresh, kept, replaced, cookie, invalid };
-
 struct RequestCtx {
     bool computed;
-    Status status;
+    referral::AttributionStatus status;  // zero (pcalloc): none
     ngx_str_t code;             // the code holding the attribution, or empty
     u_char visitor[32];         // 32 lowercase hex when has_visitor
     bool has_visitor;

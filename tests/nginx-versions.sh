@@ -36,7 +36,9 @@ fi
 
 build_one() { # VERSION -> build-nginx/VERSION/nginx-VERSION/objs/{nginx,*.so}
   local v=$1 dir=$OUT/$1 src=$OUT/$1/nginx-$1
-  local stamp="${CONFIGURE[*]} --add-dynamic-module=$ROOT/module"
+  # A changed module/config (a new source file) needs ./configure again.
+  local stamp
+  stamp="${CONFIGURE[*]} --add-dynamic-module=$ROOT/module $(sha256sum <"$ROOT/module/config")"
   if [ ! -x "$src/objs/nginx" ] || [ "$(cat "$dir/configured" 2>/dev/null)" != "$stamp" ]; then
     rm -rf "$dir" && mkdir -p "$dir"
     tar -xzf "$TARBALLS/nginx-$v.tar.gz" -C "$dir"
@@ -49,6 +51,12 @@ build_one() { # VERSION -> build-nginx/VERSION/nginx-VERSION/objs/{nginx,*.so}
   # nginx's CFLAGS carry -Werror: a warning in the module fails this step.
   (cd "$src" && nice -n 10 make -j"$JOBS" modules >"$dir/modules.log" 2>&1) \
     || { grep -E "error|warning" "$dir/modules.log" | head -40; return 1; }
+  # The .so loads (a source missing from module/config is an undefined
+  # symbol only dlopen() sees): said once here, not by every test.
+  mkdir -p "$dir/t/logs"
+  printf 'load_module %s;\nevents {}\n' "$src/objs/ngx_http_referral_module.so" >"$dir/t/nginx.conf"
+  "$src/objs/nginx" -t -q -p "$dir/t" -c "$dir/t/nginx.conf" -e "$dir/t/logs/error.log" \
+    || { cat "$dir/t/logs/error.log"; return 1; }
 }
 
 failed=()
