@@ -9,6 +9,8 @@ std::string_view trim(std::string_view s) noexcept {
     return s;
 }
 
+}  // namespace
+
 bool is_action(std::string_view s) noexcept {
     if (s.empty() || s.size() > kActionMaxLen) return false;
     for (char c : s) {
@@ -19,8 +21,6 @@ bool is_action(std::string_view s) noexcept {
     return true;
 }
 
-// Printable ASCII without space, ';' or '=' (so a value can never smuggle
-// a second pair, a header break or a log escape).
 bool is_token(std::string_view s, std::size_t max) noexcept {
     if (s.empty() || s.size() > max) return false;
     for (unsigned char c : s) {
@@ -46,7 +46,15 @@ bool is_currency(std::string_view s) noexcept {
     return true;
 }
 
-}  // namespace
+bool is_customer(std::string_view s) noexcept {
+    if (s.empty() || s.size() > kCustomerMaxLen) return false;
+    for (char c : s) {
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
 
 const char* parse_conversion(std::string_view header, Conversion* out) noexcept {
     Conversion c{};
@@ -55,7 +63,7 @@ const char* parse_conversion(std::string_view header, Conversion* out) noexcept 
     if (!is_action(c.action)) return "invalid action";
 
     bool seen_user = false, seen_amount = false, seen_currency = false,
-         seen_order = false;
+         seen_order = false, seen_customer = false;
     while (semi != std::string_view::npos) {
         std::string_view rest = header.substr(semi + 1);
         semi = rest.find(';');
@@ -68,7 +76,7 @@ const char* parse_conversion(std::string_view header, Conversion* out) noexcept 
         std::string_view value = pair.substr(eq + 1);
         if (key == "user") {
             if (seen_user) return "duplicate user";
-            if (!is_token(value, kUserMaxLen)) return "invalid user";
+            if (!is_user(value)) return "invalid user";
             c.user = value;
             seen_user = true;
         } else if (key == "amount") {
@@ -83,9 +91,14 @@ const char* parse_conversion(std::string_view header, Conversion* out) noexcept 
             seen_currency = true;
         } else if (key == "order") {
             if (seen_order) return "duplicate order";
-            if (!is_token(value, kOrderMaxLen)) return "invalid order";
+            if (!is_order(value)) return "invalid order";
             c.order = value;
             seen_order = true;
+        } else if (key == "customer") {
+            if (seen_customer) return "duplicate customer";
+            if (!is_customer(value)) return "invalid customer";
+            c.customer = value;
+            seen_customer = true;
         } else {
             return "unknown parameter";
         }

@@ -347,7 +347,7 @@ STREAM = "referral:events"
 HEX32 = _re.compile(r"^[0-9a-f]{32}$")
 CLICK_FIELDS = {"v", "id", "type", "ts", "code", "visitor", "first_ts", "ip",
                 "ua", "url", "referer", "host"}
-CONVERSION_FIELDS = CLICK_FIELDS | {"action", "user", "amount", "currency", "order"}
+CONVERSION_FIELDS = CLICK_FIELDS | {"action", "user", "amount", "currency", "order", "customer"}
 # A location body that shows the three variables; parse it with echoed().
 ECHO = 'return 200 "status=$referral_status code=$referral_code visitor=$referral_visitor\\n";'
 
