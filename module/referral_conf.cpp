@@ -1,7 +1,9 @@
-// Directives, configuration structures and their merge: defaults live in the
-// merge functions, static cookie attributes are rendered once here, and key
-// files are read here, in the master, before workers drop privileges.
-#include <exception>
+// Directives, configuration structures and their merge. nginx's own slots
+// parse (flag, enum, bitmask, size, sec, str, predicates); each value is
+// checked by the directive's post handler, so `nginx -t` names the line at
+// fault, in nginx's wording; merge functions only fill in defaults, render
+// the static cookie attributes once, and check what `referral on` needs.
+// Key files are read here, in the master, before workers drop privileges.
 #include <new>
 
 #include "core/hmac.h"
@@ -83,9 +85,9 @@ char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
         k->prepared = nullptr;
         try {
             k->prepared = new referral::HmacSha256(buf, k->len);
-        } catch (const std::exception& e) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "cannot set up HMAC-SHA256 for \"%s\": %s", name.data, e.what());
+        } catch (...) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "cannot set up HMAC-SHA256 for \"%s\": %s",
+                               name.data, exception_message());
             goto done;
         }
         // The key schedule lives as long as the configuration that owns it.
