@@ -7,16 +7,21 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "ctl/render.h"
+#include "ctl/serve.h"
 #include "worker/config.h"
 #include "worker/store.h"
 #include "worker/util.h"
 
 using namespace referral::worker;
+using referral::ctl::code_json;
+using referral::ctl::reward_json;
 using json = nlohmann::json;
 
 namespace {
 
 bool g_json = false;
+Config g_config;  // --config FILE, or the defaults
 
 // A refusal: printed (as {"error": ...} with --json), exit status 1.
 struct Failure {
@@ -38,7 +43,7 @@ void check_user(const std::string& user) {
 }
 
 void check_label(const std::string& label) {
-    if (label.size() > 64 || clean_text(label, 64) != label || label.find('\t') != std::string::npos) {
+    if (!referral::ctl::valid_label(label)) {
         throw Failure{"bad label: expected at most 64 printable characters", "bad_label"};
     }
 }
@@ -54,28 +59,6 @@ std::unique_ptr<Store> open(const std::string& url_text, bool create) {
     } catch (const DbError& e) {
         throw Failure{e.what(), "database"};
     }
-}
-
-json code_json(const CodeInfo& c) {
-    return json{{"id", c.id}, {"user", c.user_id}, {"code", c.code}, {"label", c.label},
-                {"created_at", c.created_at}};
-}
-
-json reward_json(const RewardInfo& w) {
-    GrantKind kind = w.kind == "credit" ? GrantKind::credit : GrantKind::trial_days;
-    json j{{"id", w.id},
-           {"user", w.user_id},
-           {"referral_type", w.referral_type},
-           {"role", w.role},
-           {"referred_user", w.referred_user_id},
-           {"kind", w.kind},
-           {"amount", w.amount},
-           {"currency", w.currency.empty() ? json(nullptr) : json(w.currency)},
-           {"label", reward_label(kind, w.amount, w.currency)},
-           {"date_credited", w.date_credited},
-           {"redeemed", w.redeemed},
-           {"date_redeemed", w.date_redeemed.empty() ? json(nullptr) : json(w.date_redeemed)}};
-    return j;
 }
 
 std::string pad(const std::string& s, std::size_t width) {
@@ -121,11 +104,13 @@ int cmd_code_create(const std::string& db, const std::string& user, const std::s
         throw Failure{e.what(), "database"};
     }
     if (g_json) {
-        json j = code_json(c);
+        json j = code_json(c, g_config.link_base);
         j["created"] = created;
         print_json(j);
     } else {
+        // The code alone on the first line (scripts read it), the link next.
         std::cout << c.code << "\n";
+        if (!g_config.link_base.empty()) std::cout << g_config.link_base << c.code << "\n";
     }
     return 0;
 }
@@ -141,13 +126,15 @@ int cmd_code_show(const std::string& db, const std::string& user) {
     }
     if (g_json) {
         json arr = json::array();
-        for (const auto& c : codes) arr.push_back(code_json(c));
+        for (const auto& c : codes) arr.push_back(code_json(c, g_config.link_base));
         print_json({{"user", user}, {"codes", arr}});
         return 0;
     }
-    std::cout << pad("CODE", 42) << pad("LABEL", 20) << "CREATED\n";
+    bool links = !g_config.link_base.empty();
+    std::cout << pad("CODE", 42) << pad("LABEL", 20) << (links ? pad("CREATED", 22) + "LINK" : "CREATED") << "\n";
     for (const auto& c : codes) {
-        std::cout << pad(c.code, 42) << pad(c.label.empty() ? "(primary)" : c.label, 20) << c.created_at << "\n";
+        std::cout << pad(c.code, 42) << pad(c.label.empty() ? "(primary)" : c.label, 20)
+                  << (links ? pad(c.created_at, 22) + g_config.link_base + c.code : c.created_at) << "\n";
     }
     return 0;
 }
@@ -242,9 +229,10 @@ int main(int argc, char** argv) {
     CLI::App app{"referralctl: the referral program's database, from the command line"};
     app.require_subcommand(1);
     app.fallthrough();
-    std::string database, user, label, reward_id;
+    std::string database, user, label, reward_id, config_file;
     app.add_option("--database", database,
                    "sqlite:///path/file.db, a plain path, or postgresql://... (default: $REFERRAL_DATABASE)");
+    app.add_option("--config", config_file, "the worker's TOML file (database, link_base, redis, stream, group)");
     app.add_flag("--json", g_json, "print JSON");
 
     auto* migrate = app.add_subcommand("migrate", "create or upgrade the schema");
@@ -260,6 +248,12 @@ int main(int argc, char** argv) {
     auto* redeem = app.add_subcommand("redeem", "mark a reward redeemed");
     redeem->add_option("REWARD_ID", reward_id, "the reward's id")->required();
     auto* stats = app.add_subcommand("stats", "per referrer: clicks, signups, subscriptions, rewards");
+    referral::ctl::ServeOptions serve_opts;
+    auto* serve = app.add_subcommand("serve", "the HTTP API, /metrics and the dashboard");
+    serve->add_option("--listen", serve_opts.listen, "HOST:PORT (default 127.0.0.1:8082)");
+    serve->add_option("--token-file", serve_opts.token_file, "file holding the API token")->required();
+    serve->add_option("--dashboard-dir", serve_opts.dashboard_dir,
+                      "serve the dashboard's files from this directory (src/ctl/dashboard) instead of the copy built in");
 
     try {
         app.parse(argc, argv);
@@ -267,9 +261,19 @@ int main(int argc, char** argv) {
         int rc = app.exit(e);
         return rc == 0 ? 0 : 2;
     }
+    if (!config_file.empty()) {
+        try {
+            g_config = load_config(config_file);
+        } catch (const ConfigError& e) {
+            std::fprintf(stderr, "referralctl: %s\n", e.what());
+            if (g_json) print_json({{"error", e.what()}, {"reason", "bad_config"}});
+            return 1;
+        }
+    }
+    // --database, then $REFERRAL_DATABASE, then the config file.
     if (database.empty()) {
         const char* env = std::getenv("REFERRAL_DATABASE");
-        database = env && *env ? env : Config().database;
+        database = env && *env ? env : g_config.database;
     }
     try {
         if (migrate->parsed()) return cmd_migrate(database);
@@ -278,6 +282,12 @@ int main(int argc, char** argv) {
         if (rewards->parsed()) return cmd_rewards(database, user);
         if (redeem->parsed()) return cmd_redeem(database, reward_id);
         if (stats->parsed()) return cmd_stats(database);
+        if (serve->parsed()) {
+            DatabaseUrl url;
+            std::string err;
+            if (!parse_database_url(database, &url, &err)) throw Failure{"--database: " + err, "bad_database"};
+            return referral::ctl::serve(serve_opts, g_config, url);
+        }
     } catch (const Failure& f) {
         std::fprintf(stderr, "referralctl: %s\n", f.message.c_str());
         if (g_json) {

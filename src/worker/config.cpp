@@ -434,6 +434,18 @@ private:
 
 }  // namespace
 
+bool valid_link_base(std::string_view s) noexcept {
+    if (s.size() > 512) return false;
+    std::size_t scheme = s.rfind("https://", 0) == 0 ? 8 : s.rfind("http://", 0) == 0 ? 7 : 0;
+    if (scheme == 0 || s.size() == scheme) return false;
+    for (char c : s) {
+        auto u = static_cast<unsigned char>(c);
+        if (u <= ' ' || u >= 0x7f || c == '"' || c == '\'' || c == '<' || c == '>' || c == '\\' || c == '`')
+            return false;
+    }
+    return true;
+}
+
 void validate_stream_name(const std::string& what, const std::string& value) {
     if (value.empty() || value.size() > 256) throw ConfigError(what + ": expected 1 to 256 characters");
     for (char c : value) {
@@ -455,7 +467,7 @@ Config parse_config(const std::string& text, const std::string& name) {
     Reader r(name);
     Config c;
     r.only_keys(root, "", {"redis", "stream", "group", "consumer", "database", "window", "batch",
-                           "claim_idle", "reward"});
+                           "claim_idle", "reward", "link_base"});
     const auto& t = root.as_table();
     auto wrap = [&](const Value& v, const std::string& key, auto fn) {
         try {
@@ -506,6 +518,12 @@ Config parse_config(const std::string& text, const std::string& name) {
         // Below a second, entries in flight at a live consumer would be
         // taken from it. (The flag --claim-idle 0 stays allowed: for tests.)
         if (c.claim_idle_ms < 1000) r.fail(it->second, "claim_idle", "bad value: must be at least 1s");
+    }
+    if (auto it = t.find("link_base"); it != t.end()) {
+        c.link_base = r.string(it->second, "link_base");
+        if (!valid_link_base(c.link_base))
+            r.fail(it->second, "link_base",
+                   "bad value: expected an http:// or https:// URL such as \"https://example.com/r/\"");
     }
     if (auto it = t.find("reward"); it != t.end()) {
         if (!it->second.is_array())

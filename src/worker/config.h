@@ -83,6 +83,9 @@ struct Config {
     std::int64_t claim_idle_ms = 60000;
     std::vector<RewardRule> rules = default_rules();
     bool database_from_file = false;
+    // Sharing links are link_base + code ("https://example.com/r/"); empty:
+    // codes are shown without a link.
+    std::string link_base;
 };
 
 // A refused configuration. what() is the whole message, naming the file,
@@ -94,6 +97,10 @@ struct ConfigError : std::runtime_error {
 // Parses TOML text (`name` is used in messages) over the defaults.
 Config parse_config(const std::string& text, const std::string& name);
 Config load_config(const std::string& path);
+
+// An absolute http(s) URL prefix of at most 512 printable characters
+// without spaces, quotes or angle brackets (it is shown in pages and JSON).
+bool valid_link_base(std::string_view s) noexcept;
 
 // Checks that do not depend on where a value came from (file or flag):
 // throws ConfigError naming the setting.
