@@ -9,6 +9,8 @@ std::string_view trim(std::string_view s) noexcept {
     return s;
 }
 
+}  // namespace
+
 bool is_action(std::string_view s) noexcept {
     if (s.empty() || s.size() > kActionMaxLen) return false;
     for (char c : s) {
@@ -46,7 +48,14 @@ bool is_currency(std::string_view s) noexcept {
     return true;
 }
 
-}  // namespace
+bool is_customer(std::string_view s) noexcept {
+    if (s.empty() || s.size() > kCustomerMaxLen) return false;
+    for (char c : s) {
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
 
 const char* parse_conversion(std::string_view header, Conversion* out) noexcept {
     Conversion c{};
@@ -55,7 +64,7 @@ const char* parse_conversion(std::string_view header, Conversion* out) noexcept 
     if (!is_action(c.action)) return "invalid action";
 
     bool seen_user = false, seen_amount = false, seen_currency = false,
-         seen_order = false;
+         seen_order = false, seen_customer = false;
     while (semi != std::string_view::npos) {
         std::string_view rest = header.substr(semi + 1);
         semi = rest.find(';');
@@ -86,6 +95,11 @@ const char* parse_conversion(std::string_view header, Conversion* out) noexcept 
             if (!is_token(value, kOrderMaxLen)) return "invalid order";
             c.order = value;
             seen_order = true;
+        } else if (key == "customer") {
+            if (seen_customer) return "duplicate customer";
+            if (!is_customer(value)) return "invalid customer";
+            c.customer = value;
+            seen_customer = true;
         } else {
             return "unknown parameter";
         }

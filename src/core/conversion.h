@@ -5,6 +5,8 @@
 // amount   optional integer in minor units (optional '-', at most 18 digits)
 // currency optional, 3 ASCII letters
 // order    optional, 1..128 printable ASCII without space, ';' or '='
+// customer optional, the user's id at the payment provider (cus_...):
+//          1..64 of [A-Za-z0-9_]
 // Keys are lowercase, each at most once; anything else makes the header
 // malformed. Spaces and tabs around ';' and the action are ignored.
 #pragma once
@@ -17,6 +19,7 @@ constexpr std::size_t kActionMaxLen = 32;
 constexpr std::size_t kUserMaxLen = 128;
 constexpr std::size_t kOrderMaxLen = 128;
 constexpr std::size_t kAmountMaxDigits = 18;
+constexpr std::size_t kCustomerMaxLen = 64;
 
 struct Conversion {
     std::string_view action;
@@ -24,7 +27,17 @@ struct Conversion {
     std::string_view amount;    // empty when absent
     std::string_view currency;  // empty when absent
     std::string_view order;     // empty when absent
+    std::string_view customer;  // empty when absent
 };
+
+// The grammar's rules, one definition for the module, the worker and
+// referralctl.
+bool is_action(std::string_view s) noexcept;
+// Printable ASCII without space, ';' or '=', 1..max bytes.
+bool is_token(std::string_view s, std::size_t max) noexcept;
+bool is_amount(std::string_view s) noexcept;
+bool is_currency(std::string_view s) noexcept;
+bool is_customer(std::string_view s) noexcept;
 
 // On success fills `out` with views into `header` and returns nullptr; on
 // failure returns a short static reason ("missing user", ...).

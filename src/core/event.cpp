@@ -70,6 +70,8 @@ void each_arg(std::string_view stream, const Event& e, F&& f) {
         f(c.currency);
         f("order");
         f(c.order);
+        f("customer");
+        f(c.customer);
     }
 }
 

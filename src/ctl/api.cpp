@@ -3,9 +3,12 @@
 // --json` prints.
 #include <functional>
 
+#include "core/conversion.h"
 #include "ctl/http.h"
 #include "ctl/render.h"
+#include "worker/lifecycle.h"
 #include "worker/queries.h"
+#include "worker/reward_json.h"
 #include "worker/util.h"
 
 namespace referral::ctl {
@@ -16,7 +19,7 @@ using namespace referral::worker;
 namespace {
 
 const std::string& check_user(const std::string& user) {
-    if (!is_token(user, 128)) {
+    if (!referral::is_token(user, referral::kUserMaxLen)) {
         throw HttpError{400, "bad user id \"" + clean_text(user, 140) +
                                  "\": expected 1 to 128 printable characters without spaces, ';' or '='"};
     }
@@ -141,15 +144,26 @@ void post_code(Context& ctx, const httplib::Request& req, httplib::Response& res
 
 void post_redeem(Context& ctx, httplib::Response& res, std::int64_t id) {
     with_store(ctx, [&](Store& store) {
-        // One conditional UPDATE: of two concurrent redeems exactly one
-        // changes the row.
-        bool done = store.redeem(id, format_db_time(now_ms()));
+        // The lifecycle's redeem: one conditional UPDATE (only `available`
+        // becomes `redeemed`, so of two concurrent redeems exactly one
+        // changes the row) and the reward.redeemed webhook, in one
+        // transaction.
+        Lifecycle lifecycle(ctx.config);
+        bool done;
+        store.begin();
+        try {
+            done = lifecycle.redeem(store, id, format_db_time(now_ms()));
+            store.commit();
+        } catch (...) {
+            store.rollback();
+            throw;
+        }
         auto w = store.reward(id);
         if (!w) throw HttpError{404, "no reward with id " + std::to_string(id)};
         if (!done) {
             throw HttpError{409,
                             "reward " + std::to_string(id) + " (" + reward_label(*w) + " for " + w->user_id +
-                                ") cannot be redeemed: it was already redeemed on " + w->date_redeemed,
+                                ") cannot be redeemed: it " + not_redeemable(*w),
                             {{"reward", reward_json(*w)}}};
         }
         send_json(res, 200, reward_json(*w));
@@ -195,7 +209,7 @@ void get_failing(Context& ctx, const httplib::Request& req, httplib::Response& r
         json arr = json::array();
         for (const auto& d : failing_deliveries(store, limit)) {
             arr.push_back({{"id", d.id},
-                           {"reward_id", d.reward_id},
+                           {"reward_id", d.reward_id ? json(d.reward_id) : json(nullptr)},
                            {"target", d.target},
                            {"operation", d.operation},
                            {"state", d.state},

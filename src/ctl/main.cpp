@@ -10,18 +10,19 @@
 #include "ctl/render.h"
 #include "ctl/serve.h"
 #include "worker/config.h"
+#include "worker/lifecycle.h"
+#include "worker/reward_json.h"
 #include "worker/store.h"
 #include "worker/util.h"
 
 using namespace referral::worker;
 using referral::ctl::code_json;
-using referral::ctl::reward_json;
 using json = nlohmann::json;
 
 namespace {
 
 bool g_json = false;
-Config g_config;  // --config FILE, or the defaults
+Config g_config;  // --config: webhooks (written with the changes they report), labels, rules, link_base
 
 // A refusal: printed (as {"error": ...} with --json), exit status 1.
 struct Failure {
@@ -35,11 +36,20 @@ std::string now_text() { return format_db_time(now_ms()); }
 void print_json(const json& j) { std::cout << j.dump(2) << "\n"; }
 
 void check_user(const std::string& user) {
-    if (!is_token(user, 128)) {
+    if (!referral::is_token(user, referral::kUserMaxLen)) {
         throw Failure{"bad user id \"" + clean_text(user, 140) +
                           "\": expected 1 to 128 printable characters without spaces, ';' or '='",
                       "bad_user"};
     }
+}
+
+std::int64_t parse_id(const std::string& text, const char* what) {
+    std::int64_t id;
+    if (!parse_int64(text, &id) || id <= 0) {
+        throw Failure{std::string("bad ") + what + " id \"" + clean_text(text, 40) + "\": expected a positive integer",
+                      "bad_id"};
+    }
+    return id;
 }
 
 void check_label(const std::string& label) {
@@ -70,11 +80,14 @@ std::string pad(const std::string& s, std::size_t width) {
 
 // ------------------------------------------------------------ commands
 
-int cmd_migrate(const std::string& db) {
+int cmd_migrate(const std::string& db, int target) {
+    if (target < 1 || target > kSchemaVersion)
+        throw Failure{"bad --to " + std::to_string(target) + ": expected 1 to " + std::to_string(kSchemaVersion),
+                      "bad_version"};
     auto store = open(db, true);
     int before;
     try {
-        before = store->migrate();
+        before = store->migrate(target);
     } catch (const DbError& e) {
         throw Failure{std::string("migration failed: ") + e.what(), "database"};
     }
@@ -154,46 +167,185 @@ int cmd_rewards(const std::string& db, const std::string& user) {
         std::cout << "user " << user << " has no rewards yet\n";
         return 0;
     }
-    std::cout << pad("ID", 8) << pad("REWARD", 22) << pad("FOR", 40) << pad("CREDITED", 22) << "REDEEMED\n";
+    std::cout << pad("ID", 8) << pad("REWARD", 22) << pad("FOR", 40) << pad("CREDITED", 22) << pad("STATUS", 11)
+              << "REDEEMED\n";
     for (const auto& w : rewards) {
-        GrantKind kind = w.kind == "credit" ? GrantKind::credit : GrantKind::trial_days;
         std::string why = w.role == "referrer" ? "referring " + w.referred_user_id : "joining through a referral";
-        std::cout << pad(std::to_string(w.id), 8) << pad(reward_label(kind, w.amount, w.currency), 22)
-                  << pad(why + " (" + w.referral_type + ")", 40) << pad(w.date_credited, 22)
+        std::string status = w.status + (w.reason.empty() ? "" : " (" + w.reason + ")");
+        std::cout << pad(std::to_string(w.id), 8) << pad(reward_label(w), 22)
+                  << pad(why + " (" + w.referral_type + ")", 40) << pad(w.date_credited, 22) << pad(status, 11)
                   << (w.redeemed ? "yes, " + w.date_redeemed : std::string("no")) << "\n";
     }
     return 0;
 }
 
 int cmd_redeem(const std::string& db, const std::string& id_text) {
-    std::int64_t id;
-    if (!parse_int64(id_text, &id) || id <= 0) {
-        throw Failure{"bad reward id \"" + clean_text(id_text, 40) + "\": expected a positive integer",
-                      "bad_id"};
-    }
+    std::int64_t id = parse_id(id_text, "reward");
     auto store = open(db, false);
+    Lifecycle lifecycle(g_config);
     bool done;
     try {
-        done = store->redeem(id, now_text());
+        store->begin();
+        done = lifecycle.redeem(*store, id, now_text());
+        store->commit();
     } catch (const DbError& e) {
+        store->rollback();
         throw Failure{e.what(), "database"};
     }
     auto w = store->reward(id);
     if (!w) throw Failure{"no reward with id " + std::to_string(id), "unknown_reward"};
-    GrantKind kind = w->kind == "credit" ? GrantKind::credit : GrantKind::trial_days;
-    std::string label = reward_label(kind, w->amount, w->currency);
     if (!done) {
-        Failure f{"reward " + std::to_string(id) + " (" + label + " for " + w->user_id +
-                      ") was already redeemed on " + w->date_redeemed,
-                  "already_redeemed"};
+        Failure f{"reward " + std::to_string(id) + " (" + reward_label(*w) + " for " + w->user_id + ") " +
+                      not_redeemable(*w),
+                  w->status == "redeemed" ? "already_redeemed" : "not_available"};
         f.extra = reward_json(*w);
         throw f;
     }
     if (g_json) {
         print_json(reward_json(*w));
     } else {
-        std::cout << "redeemed reward " << id << ": " << label << " for " << w->user_id << " on "
+        std::cout << "redeemed reward " << id << ": " << reward_label(*w) << " for " << w->user_id << " on "
                   << w->date_redeemed << "\n";
+    }
+    return 0;
+}
+
+json delivery_json(const DeliveryInfo& d) {
+    auto opt = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
+    return json{{"id", d.id},
+                {"reward_id", d.reward_id ? json(*d.reward_id) : json(nullptr)},
+                {"target", d.target},
+                {"operation", d.operation},
+                {"endpoint", opt(d.endpoint)},
+                {"event_id", opt(d.event_id)},
+                {"state", d.state},
+                {"attempts", d.attempts},
+                {"next_attempt_at", opt(d.state == "queued" ? d.next_attempt_at : "")},
+                {"last_error", opt(d.last_error)},
+                {"external_id", opt(d.external_id)},
+                {"created_at", d.created_at},
+                {"done_at", opt(d.done_at)}};
+}
+
+int cmd_deliveries(const std::string& db, const std::string& state, int limit) {
+    if (!state.empty() && state != "queued" && state != "done" && state != "dead")
+        throw Failure{"bad state \"" + clean_text(state, 20) + "\": expected queued, done or dead", "bad_state"};
+    auto store = open(db, false);
+    auto rows = store->deliveries(state, limit);
+    if (g_json) {
+        json arr = json::array();
+        for (const auto& d : rows) arr.push_back(delivery_json(d));
+        print_json({{"deliveries", arr}});
+        return 0;
+    }
+    if (rows.empty()) {
+        std::cout << "no deliveries" << (state.empty() ? "" : " " + state) << "\n";
+        return 0;
+    }
+    std::cout << pad("ID", 8) << pad("REWARD", 8) << pad("TARGET", 18) << pad("STATE", 8) << pad("TRIES", 6)
+              << pad("NEXT/DONE", 22) << "LAST ERROR\n";
+    for (const auto& d : rows) {
+        std::string what = d.target == "stripe" ? "stripe " + d.operation : d.operation;
+        std::cout << pad(std::to_string(d.id), 8) << pad(d.reward_id ? std::to_string(*d.reward_id) : "-", 8)
+                  << pad(what, 18) << pad(d.state, 8) << pad(std::to_string(d.attempts), 6)
+                  << pad(d.state == "queued" ? d.next_attempt_at : d.done_at, 22) << d.last_error << "\n";
+    }
+    return 0;
+}
+
+int cmd_deliveries_retry(const std::string& db, const std::string& id_text) {
+    std::int64_t id = parse_id(id_text, "delivery");
+    auto store = open(db, false);
+    auto before = store->delivery(id);
+    if (!before) throw Failure{"no delivery with id " + std::to_string(id), "unknown_delivery"};
+    if (!store->retry_delivery(id, now_text())) {
+        throw Failure{"delivery " + std::to_string(id) + " is " + before->state + ", not dead: nothing to retry",
+                      "not_dead"};
+    }
+    auto d = store->delivery(id);
+    if (g_json) {
+        print_json(delivery_json(*d));
+    } else {
+        std::cout << "delivery " << id << " queued again (it failed " << before->attempts
+                  << " times; last error: " << before->last_error << ")\n";
+    }
+    return 0;
+}
+
+int cmd_user_set(const std::string& db, const std::string& user, const std::string& customer) {
+    check_user(user);
+    if (!referral::is_customer(customer)) {
+        throw Failure{"bad Stripe customer \"" + clean_text(customer, 70) +
+                          "\": expected 1 to 64 of A-Z, a-z, 0-9 and _ (e.g. cus_NffrFeUfNV2Hib)",
+                      "bad_customer"};
+    }
+    auto store = open(db, false);
+    try {
+        store->begin();
+        store->set_customer(user, customer, now_text());
+        store->commit();
+    } catch (const DbError& e) {
+        store->rollback();
+        throw Failure{e.what(), "database"};
+    }
+    if (g_json) {
+        print_json({{"user", user}, {"stripe_customer", customer}});
+    } else {
+        std::cout << "user " << user << ": Stripe customer " << customer << "\n";
+    }
+    return 0;
+}
+
+int cmd_review_list(const std::string& db) {
+    auto store = open(db, false);
+    auto rows = store->rewards_in_review();
+    if (g_json) {
+        json arr = json::array();
+        for (const auto& w : rows) arr.push_back(reward_json(w));
+        print_json({{"rewards", arr}});
+        return 0;
+    }
+    if (rows.empty()) {
+        std::cout << "no rewards in review\n";
+        return 0;
+    }
+    std::cout << pad("ID", 8) << pad("USER", 20) << pad("REWARD", 22) << pad("REASON", 16) << "CREDITED\n";
+    for (const auto& w : rows) {
+        std::cout << pad(std::to_string(w.id), 8) << pad(w.user_id, 20) << pad(reward_label(w), 22)
+                  << pad(w.reason, 16) << w.date_credited << "\n";
+    }
+    return 0;
+}
+
+int cmd_review_decide(const std::string& db, const std::string& id_text, bool approve, const std::string& reason) {
+    std::int64_t id = parse_id(id_text, "reward");
+    if (reason.size() > 256 || clean_text(reason, 256) != reason)
+        throw Failure{"bad reason: expected at most 256 printable characters", "bad_reason"};
+    auto store = open(db, false);
+    Lifecycle lifecycle(g_config);
+    bool done;
+    try {
+        store->begin();
+        done = lifecycle.decide(*store, id, approve, reason, now_text());
+        store->commit();
+    } catch (const DbError& e) {
+        store->rollback();
+        throw Failure{e.what(), "database"};
+    }
+    auto w = store->reward(id);
+    if (!w) throw Failure{"no reward with id " + std::to_string(id), "unknown_reward"};
+    if (!done) {
+        Failure f{"reward " + std::to_string(id) + " is " + w->status + ", not in review: it cannot be " +
+                      (approve ? "approved" : "rejected"),
+                  "not_in_review"};
+        f.extra = reward_json(*w);
+        throw f;
+    }
+    if (g_json) {
+        print_json(reward_json(*w));
+    } else {
+        std::cout << (approve ? "approved" : "rejected") << " reward " << id << ": " << reward_label(*w) << " for "
+                  << w->user_id << " (now " << w->status << ")\n";
     }
     return 0;
 }
@@ -229,13 +381,17 @@ int main(int argc, char** argv) {
     CLI::App app{"referralctl: the referral program's database, from the command line"};
     app.require_subcommand(1);
     app.fallthrough();
-    std::string database, user, label, reward_id, config_file;
+    std::string database, config_file, user, label, reward_id, state, customer, reason;
+    int limit = 100;
     app.add_option("--database", database,
-                   "sqlite:///path/file.db, a plain path, or postgresql://... (default: $REFERRAL_DATABASE)");
-    app.add_option("--config", config_file, "the worker's TOML file (database, link_base, redis, stream, group)");
+                   "sqlite:///path/file.db, a plain path, or postgresql://... (default: $REFERRAL_DATABASE, "
+                   "then the config's)");
+    app.add_option("--config", config_file, "the worker's TOML file: database, webhooks, reward rules, link_base; serve: redis, stream, group");
     app.add_flag("--json", g_json, "print JSON");
 
     auto* migrate = app.add_subcommand("migrate", "create or upgrade the schema");
+    int migrate_to = kSchemaVersion;
+    migrate->add_option("--to", migrate_to, "stop at this schema version (staged upgrades, tests)");
     auto* code = app.add_subcommand("code", "a user's referral codes");
     code->require_subcommand(1);
     auto* code_create = code->add_subcommand("create", "print the user's code for a label, creating it when missing");
@@ -248,6 +404,22 @@ int main(int argc, char** argv) {
     auto* redeem = app.add_subcommand("redeem", "mark a reward redeemed");
     redeem->add_option("REWARD_ID", reward_id, "the reward's id")->required();
     auto* stats = app.add_subcommand("stats", "per referrer: clicks, signups, subscriptions, rewards");
+    auto* deliveries = app.add_subcommand("deliveries", "requests to Stripe and webhooks, newest first");
+    deliveries->add_option("--state", state, "queued, done or dead");
+    deliveries->add_option("--limit", limit, "at most this many (default 100)")->check(CLI::Range(1, 100000));
+    auto* deliveries_retry = deliveries->add_subcommand("retry", "queue a dead delivery again");
+    deliveries_retry->add_option("ID", reward_id, "the delivery's id")->required();
+    auto* user_cmd = app.add_subcommand("user", "a user's settings");
+    user_cmd->require_subcommand(1);
+    auto* user_set = user_cmd->add_subcommand("set", "set a user's Stripe customer");
+    user_set->add_option("--user", user, "the application's user id")->required();
+    user_set->add_option("--stripe-customer", customer, "the user's Stripe customer id (cus_...)")->required();
+    auto* review = app.add_subcommand("review", "rewards an abuse rule sent to review");
+    auto* review_approve = review->add_subcommand("approve", "make a reward in review available");
+    review_approve->add_option("ID", reward_id, "the reward's id")->required();
+    auto* review_reject = review->add_subcommand("reject", "refuse a reward in review (final)");
+    review_reject->add_option("ID", reward_id, "the reward's id")->required();
+    review_reject->add_option("--reason", reason, "why, kept in the reward's reason");
     referral::ctl::ServeOptions serve_opts;
     auto* serve = app.add_subcommand("serve", "the HTTP API, /metrics and the dashboard");
     serve->add_option("--listen", serve_opts.listen, "HOST:PORT (default 127.0.0.1:8082)");
@@ -266,22 +438,26 @@ int main(int argc, char** argv) {
             g_config = load_config(config_file);
         } catch (const ConfigError& e) {
             std::fprintf(stderr, "referralctl: %s\n", e.what());
-            if (g_json) print_json({{"error", e.what()}, {"reason", "bad_config"}});
-            return 1;
+            return 2;
         }
     }
-    // --database, then $REFERRAL_DATABASE, then the config file.
     if (database.empty()) {
         const char* env = std::getenv("REFERRAL_DATABASE");
         database = env && *env ? env : g_config.database;
     }
     try {
-        if (migrate->parsed()) return cmd_migrate(database);
+        if (migrate->parsed()) return cmd_migrate(database, migrate_to);
         if (code_create->parsed()) return cmd_code_create(database, user, label);
         if (code_show->parsed()) return cmd_code_show(database, user);
         if (rewards->parsed()) return cmd_rewards(database, user);
         if (redeem->parsed()) return cmd_redeem(database, reward_id);
         if (stats->parsed()) return cmd_stats(database);
+        if (deliveries_retry->parsed()) return cmd_deliveries_retry(database, reward_id);
+        if (deliveries->parsed()) return cmd_deliveries(database, state, limit);
+        if (user_set->parsed()) return cmd_user_set(database, user, customer);
+        if (review_approve->parsed()) return cmd_review_decide(database, reward_id, true, "");
+        if (review_reject->parsed()) return cmd_review_decide(database, reward_id, false, reason);
+        if (review->parsed()) return cmd_review_list(database);
         if (serve->parsed()) {
             DatabaseUrl url;
             std::string err;

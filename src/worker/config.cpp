@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -24,6 +26,47 @@ const char* to_string(Plan p) noexcept {
 
 const char* to_string(GrantKind k) noexcept {
     return k == GrantKind::credit ? "credit" : "trial_days";
+}
+
+const char* to_string(Deliver d) noexcept {
+    switch (d) {
+        case Deliver::unset: return "app";  // not resolved by parse_config: no Stripe, so the app
+        case Deliver::app: return "app";
+        case Deliver::stripe_balance: return "stripe_balance";
+        case Deliver::stripe_promotion_code: return "stripe_promotion_code";
+    }
+    return "app";
+}
+
+bool parse_deliver(std::string_view s, Deliver* out) noexcept {
+    if (s == "app") *out = Deliver::app;
+    else if (s == "stripe_balance") *out = Deliver::stripe_balance;
+    else if (s == "stripe_promotion_code") *out = Deliver::stripe_promotion_code;
+    else return false;
+    return true;
+}
+
+const char* const kWebhookEvents[6] = {"referral.linked", "reward.created", "reward.available",
+                                       "reward.paid",     "reward.reversed", "reward.redeemed"};
+
+const RewardRule* Config::rule(std::string_view name) const {
+    for (const RewardRule& r : rules) {
+        if (r.name == name) return &r;
+    }
+    return nullptr;
+}
+
+std::vector<const WebhookConfig*> Config::webhooks_for(std::string_view event) const {
+    std::vector<const WebhookConfig*> out;
+    for (const WebhookConfig& w : webhooks) {
+        for (const std::string& e : w.events) {
+            if (e == event) {
+                out.push_back(&w);
+                break;
+            }
+        }
+    }
+    return out;
 }
 
 std::vector<RewardRule> default_rules() {
@@ -357,7 +400,7 @@ public:
         if (!v.is_table())
             fail(v, key, "expected a table such as { kind = \"credit\", amount = 1000, currency = \"usd\" }, got " +
                              type_name(v));
-        only_keys(v, key + ".", {"kind", "amount", "currency"});
+        only_keys(v, key + ".", {"kind", "amount", "currency", "deliver"});
         const auto& t = v.as_table();
         Grant g;
         auto kind = t.find("kind");
@@ -387,12 +430,21 @@ public:
         } else if (cur != t.end()) {
             fail(cur->second, key + ".currency", "only a credit has a currency");
         }
+        if (auto d = t.find("deliver"); d != t.end()) {
+            std::string text = string(d->second, key + ".deliver");
+            if (!parse_deliver(text, &g.deliver))
+                fail(d->second, key + ".deliver",
+                     "bad value \"" + text + "\": expected app, stripe_balance or stripe_promotion_code");
+            if (g.kind == GrantKind::trial_days && g.deliver != Deliver::app)
+                fail(d->second, key + ".deliver", "bad value \"" + text + "\": trial days are always delivered by the app");
+        }
         return g;
     }
 
     RewardRule rule(const Value& v, const std::string& key, std::set<std::string>* names) const {
         if (!v.is_table()) fail(v, key, "expected a table ([[reward]]), got " + type_name(v));
-        only_keys(v, key + ".", {"name", "action", "referrer_plan", "referrer", "referee", "cap"});
+        only_keys(v, key + ".", {"name", "action", "referrer_plan", "referrer", "referee", "cap", "hold",
+                                 "clawback", "daily_cap"});
         const auto& t = v.as_table();
         RewardRule r;
         auto need = [&](const char* k) -> const Value& {
@@ -425,10 +477,101 @@ public:
             if (r.cap < 0 || r.cap > 1000000000)
                 fail(cap->second, key + ".cap", "bad value " + std::to_string(r.cap) + ": expected 0 or more");
         }
+        if (auto it = t.find("daily_cap"); it != t.end()) {
+            r.daily_cap = integer(it->second, key + ".daily_cap");
+            if (r.daily_cap < 0 || r.daily_cap > 1000000000)
+                fail(it->second, key + ".daily_cap",
+                     "bad value " + std::to_string(r.daily_cap) + ": expected 0 or more");
+        }
+        if (auto it = t.find("hold"); it != t.end()) r.hold_ms = duration(it->second, key + ".hold");
+        if (auto it = t.find("clawback"); it != t.end()) r.clawback_ms = duration(it->second, key + ".clawback");
+        if (r.action == "refund" || r.action == "chargeback")
+            fail(action, key + ".action", "bad value \"" + r.action + "\": a refund or chargeback reverses rewards, it earns none");
         return r;
     }
 
+    StripeConfig stripe(const Value& v) const {
+        if (!v.is_table()) fail(v, "stripe", "expected a table ([stripe]), got " + type_name(v));
+        only_keys(v, "stripe.", {"api_key_file", "api_base", "api_version", "max_attempts", "timeout"});
+        const auto& t = v.as_table();
+        StripeConfig s;
+        s.enabled = true;
+        auto key = t.find("api_key_file");
+        if (key == t.end()) fail(v, "stripe.api_key_file", "missing (the file holding the secret key sk_...)");
+        s.api_key_file = string(key->second, "stripe.api_key_file");
+        if (s.api_key_file.empty()) fail(key->second, "stripe.api_key_file", "bad value: empty path");
+        if (auto it = t.find("api_base"); it != t.end()) {
+            s.api_base = string(it->second, "stripe.api_base");
+            if (!http_url(s.api_base)) fail(it->second, "stripe.api_base", "bad value \"" + s.api_base + "\": expected an http:// or https:// URL");
+            while (!s.api_base.empty() && s.api_base.back() == '/') s.api_base.pop_back();
+        }
+        if (auto it = t.find("api_version"); it != t.end()) {
+            s.api_version = string(it->second, "stripe.api_version");
+            if (!is_token(s.api_version, 64))
+                fail(it->second, "stripe.api_version", "bad value: expected a version such as \"2024-06-20\"");
+        }
+        if (auto it = t.find("max_attempts"); it != t.end()) s.max_attempts = attempts(it->second, "stripe.max_attempts");
+        if (auto it = t.find("timeout"); it != t.end()) s.timeout_ms = timeout(it->second, "stripe.timeout");
+        return s;
+    }
+
+    WebhookConfig webhook(const Value& v, const std::string& key) const {
+        if (!v.is_table()) fail(v, key, "expected a table ([[webhook]]), got " + type_name(v));
+        only_keys(v, key + ".", {"url", "secret_file", "events", "max_attempts", "timeout"});
+        const auto& t = v.as_table();
+        WebhookConfig w;
+        auto url = t.find("url");
+        if (url == t.end()) fail(v, key + ".url", "missing");
+        w.url = string(url->second, key + ".url");
+        if (!http_url(w.url)) fail(url->second, key + ".url", "bad value \"" + clean_text(w.url, 200) + "\": expected an http:// or https:// URL");
+        auto secret = t.find("secret_file");
+        if (secret == t.end()) fail(v, key + ".secret_file", "missing (the file holding the signing secret)");
+        w.secret_file = string(secret->second, key + ".secret_file");
+        if (w.secret_file.empty()) fail(secret->second, key + ".secret_file", "bad value: empty path");
+        auto events = t.find("events");
+        if (events == t.end()) {
+            for (const char* e : kWebhookEvents) w.events.push_back(e);
+        } else {
+            if (!events->second.is_array())
+                fail(events->second, key + ".events", "expected an array of event names, got " + type_name(events->second));
+            for (const auto& e : events->second.as_array()) {
+                std::string name = string(e, key + ".events");
+                bool known = false;
+                for (const char* k : kWebhookEvents) known = known || name == k;
+                if (!known)
+                    fail(e, key + ".events", "bad value \"" + clean_text(name, 64) +
+                                                  "\": expected referral.linked, reward.created, reward.available, "
+                                                  "reward.paid, reward.reversed or reward.redeemed");
+                w.events.push_back(name);
+            }
+        }
+        if (auto it = t.find("max_attempts"); it != t.end()) w.max_attempts = attempts(it->second, key + ".max_attempts");
+        if (auto it = t.find("timeout"); it != t.end()) w.timeout_ms = timeout(it->second, key + ".timeout");
+        return w;
+    }
+
 private:
+    static bool http_url(const std::string& u) {
+        std::size_t n = u.rfind("https://", 0) == 0 ? 8 : u.rfind("http://", 0) == 0 ? 7 : 0;
+        if (n == 0 || u.size() <= n || u.size() > 2048) return false;
+        for (unsigned char c : u) {
+            if (c <= 0x20 || c >= 0x7f) return false;
+        }
+        return true;
+    }
+
+    std::int64_t timeout(const Value& v, const std::string& key) const {
+        std::int64_t ms = duration(v, key);
+        if (ms < 100 || ms > 600000) fail(v, key, "bad value: expected 100ms to 10m");
+        return ms;
+    }
+
+    int attempts(const Value& v, const std::string& key) const {
+        std::int64_t n = integer(v, key);
+        if (n < 1 || n > 1000) fail(v, key, "bad value " + std::to_string(n) + ": expected 1 to 1000");
+        return static_cast<int>(n);
+    }
+
     std::string file_;
 };
 
@@ -467,7 +610,7 @@ Config parse_config(const std::string& text, const std::string& name) {
     Reader r(name);
     Config c;
     r.only_keys(root, "", {"redis", "stream", "group", "consumer", "database", "window", "batch",
-                           "claim_idle", "reward", "link_base"});
+                           "claim_idle", "reward", "stripe", "webhook", "link_base"});
     const auto& t = root.as_table();
     auto wrap = [&](const Value& v, const std::string& key, auto fn) {
         try {
@@ -536,7 +679,53 @@ Config parse_config(const std::string& text, const std::string& name) {
             i++;
         }
     }
+    if (auto it = t.find("stripe"); it != t.end()) c.stripe = r.stripe(it->second);
+    if (auto it = t.find("webhook"); it != t.end()) {
+        if (!it->second.is_array())
+            r.fail(it->second, "webhook", "expected an array of tables ([[webhook]]), got " + type_name(it->second));
+        std::size_t i = 0;
+        for (const auto& item : it->second.as_array()) {
+            c.webhooks.push_back(r.webhook(item, "webhook[" + std::to_string(i) + "]"));
+            i++;
+        }
+    }
+    // A credit goes to Stripe's customer balance when Stripe is configured;
+    // trial days (and everything without Stripe) are the application's.
+    for (RewardRule& rule : c.rules) {
+        for (Grant* g : {&rule.referrer, &rule.referee}) {
+            if (g->deliver == Deliver::unset)
+                g->deliver = g->kind == GrantKind::credit && c.stripe.enabled ? Deliver::stripe_balance : Deliver::app;
+            if (g->deliver != Deliver::app && !c.stripe.enabled) {
+                const auto& rules = t.at("reward").as_array();
+                std::size_t i = static_cast<std::size_t>(&rule - c.rules.data());
+                r.fail(rules.at(i), "reward[" + std::to_string(i) + "]." + (g == &rule.referrer ? "referrer" : "referee") + ".deliver",
+                       std::string("bad value \"") + to_string(g->deliver) + "\": needs a [stripe] table");
+            }
+        }
+    }
     return c;
+}
+
+std::string read_secret_file(const std::string& what, const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ConfigError(what + ": cannot read \"" + path + "\": " + std::strerror(errno));
+    std::string text;
+    char buf[4096];
+    while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+        text.append(buf, static_cast<std::size_t>(in.gcount()));
+        if (text.size() > 65536) throw ConfigError(what + ": \"" + path + "\" is larger than 64 KiB");
+    }
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    if (text.empty()) throw ConfigError(what + ": \"" + path + "\" is empty");
+    return text;
+}
+
+void load_secrets(Config* c) {
+    if (c->stripe.enabled) c->stripe.api_key = read_secret_file("stripe.api_key_file", c->stripe.api_key_file);
+    for (std::size_t i = 0; i < c->webhooks.size(); i++) {
+        c->webhooks[i].secret =
+            read_secret_file("webhook[" + std::to_string(i) + "].secret_file", c->webhooks[i].secret_file);
+    }
 }
 
 Config load_config(const std::string& path) {

@@ -16,11 +16,18 @@ enum class GrantKind { credit, trial_days };
 const char* to_string(Plan p) noexcept;
 const char* to_string(GrantKind k) noexcept;
 
+// Who fulfils a reward (SPEC "Reward lifecycle"): the application, told
+// by webhooks, or the worker through Stripe.
+enum class Deliver { unset, app, stripe_balance, stripe_promotion_code };
+const char* to_string(Deliver d) noexcept;
+bool parse_deliver(std::string_view s, Deliver* out) noexcept;
+
 // What one side of a referral gets.
 struct Grant {
     GrantKind kind = GrantKind::credit;
     std::int64_t amount = 0;  // minor units for a credit, days for trial_days
     std::string currency;     // lowercase ISO code for a credit, empty otherwise
+    Deliver deliver = Deliver::unset;  // resolved by parse_config: never unset after it
 };
 
 struct RewardRule {
@@ -30,6 +37,9 @@ struct RewardRule {
     Grant referrer;
     Grant referee;
     std::int64_t cap = -1;  // rewarded referrals per referrer; -1: no cap
+    std::int64_t hold_ms = 0;                         // pending this long, then available
+    std::int64_t clawback_ms = 90LL * 86400 * 1000;   // a refund within this reverses
+    std::int64_t daily_cap = -1;                      // per referrer per UTC day; -1: none
 };
 
 // The original program's two rules (SPEC).
@@ -72,6 +82,32 @@ bool parse_duration_ms(std::string_view s, std::int64_t* ms) noexcept;
 
 constexpr int kMaxBatch = 100000;
 
+// The pinned Stripe API version sent on every request unless the config
+// names another.
+constexpr const char* kDefaultStripeVersion = "2024-06-20";
+
+struct StripeConfig {
+    bool enabled = false;  // a [stripe] table is present
+    std::string api_key_file;
+    std::string api_base = "https://api.stripe.com";
+    std::string api_version = kDefaultStripeVersion;
+    int max_attempts = 20;
+    std::int64_t timeout_ms = 30000;  // whole request; connecting: at most 5 s of it
+    std::string api_key;  // read by load_secrets(), never logged
+};
+
+// The webhook event types (SPEC "Delivery to Stripe and to the application").
+extern const char* const kWebhookEvents[6];
+
+struct WebhookConfig {
+    std::string url;
+    std::string secret_file;
+    std::vector<std::string> events;  // subset of kWebhookEvents
+    int max_attempts = 20;
+    std::int64_t timeout_ms = 10000;
+    std::string secret;  // read by load_secrets(), never logged
+};
+
 struct Config {
     std::string redis = "redis://127.0.0.1:6379";
     std::string stream = "referral:events";
@@ -82,10 +118,16 @@ struct Config {
     int batch = 500;
     std::int64_t claim_idle_ms = 60000;
     std::vector<RewardRule> rules = default_rules();
+    StripeConfig stripe;
+    std::vector<WebhookConfig> webhooks;
     bool database_from_file = false;
     // Sharing links are link_base + code ("https://example.com/r/"); empty:
     // codes are shown without a link.
     std::string link_base;
+
+    const RewardRule* rule(std::string_view name) const;
+    // Endpoints subscribed to `event` ("reward.paid", ...).
+    std::vector<const WebhookConfig*> webhooks_for(std::string_view event) const;
 };
 
 // A refused configuration. what() is the whole message, naming the file,
@@ -101,6 +143,13 @@ Config load_config(const std::string& path);
 // An absolute http(s) URL prefix of at most 512 printable characters
 // without spaces, quotes or angle brackets (it is shown in pages and JSON).
 bool valid_link_base(std::string_view s) noexcept;
+// Reads the Stripe key and webhook secrets named by the config (the files'
+// content without a trailing newline). Throws ConfigError naming the file
+// when one is missing, unreadable or empty; the content is never logged.
+void load_secrets(Config* c);
+
+// A file's content without its trailing newline; throws ConfigError.
+std::string read_secret_file(const std::string& what, const std::string& path);
 
 // Checks that do not depend on where a value came from (file or flag):
 // throws ConfigError naming the setting.

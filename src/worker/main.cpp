@@ -81,6 +81,8 @@ int main(int argc, char** argv) {
                 throw ConfigError("--claim-idle: bad value \"" + claim_idle + "\": expected seconds");
             c.claim_idle_ms = ms;
         }
+        // Read once, here: a missing or unreadable key file stops the start.
+        load_secrets(&c);
     } catch (const ConfigError& e) {
         refuse(e.what());
     }

@@ -14,7 +14,7 @@ namespace referral::worker {
 namespace {
 
 enum FieldId { fV, fId, fType, fTs, fCode, fVisitor, fFirstTs, fIp, fUa, fUrl, fReferer, fHost,
-               fAction, fUser, fAmount, fCurrency, fOrder, fCount };
+               fAction, fUser, fAmount, fCurrency, fOrder, fCustomer, fCount };
 
 int field_id(std::string_view n) noexcept {
     switch (n.size()) {
@@ -25,27 +25,19 @@ int field_id(std::string_view n) noexcept {
         case 5: return n == "order" ? fOrder : -1;
         case 6: return n == "action" ? fAction : n == "amount" ? fAmount : -1;
         case 7: return n == "visitor" ? fVisitor : n == "referer" ? fReferer : -1;
-        case 8: return n == "first_ts" ? fFirstTs : n == "currency" ? fCurrency : -1;
+        case 8: return n == "first_ts" ? fFirstTs : n == "currency" ? fCurrency : n == "customer" ? fCustomer : -1;
         default: return -1;
     }
 }
 
 const char* const kFieldNames[fCount] = {"v", "id", "type", "ts", "code", "visitor", "first_ts", "ip",
                                           "ua", "url", "referer", "host", "action", "user", "amount",
-                                          "currency", "order"};
+                                          "currency", "order", "customer"};
 
 std::string quoted(std::string_view v) {
     std::string s = clean_text(v, 40);
     if (v.size() > 40) s += "...";
     return "\"" + s + "\"";
-}
-
-bool is_action(std::string_view a) noexcept {
-    if (a.empty() || a.size() > kActionMaxLen) return false;
-    for (char c : a) {
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
-    }
-    return true;
 }
 
 }  // namespace
@@ -95,13 +87,12 @@ std::string parse_event(const std::vector<Field>& fields, Event* out) {
             e.amount = a;
         }
         e.currency = f[fCurrency];
-        if (!e.currency.empty()) {
-            bool ok = e.currency.size() == 3;
-            for (char c : e.currency) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'));
-            if (!ok) return "bad currency " + quoted(f[fCurrency]);
-        }
+        if (!e.currency.empty() && !is_currency(e.currency)) return "bad currency " + quoted(f[fCurrency]);
         e.order = f[fOrder];
         if (!e.order.empty() && !is_token(e.order, kOrderMaxLen)) return "bad order " + quoted(f[fOrder]);
+        e.customer = f[fCustomer];
+        if (!e.customer.empty() && !is_customer(e.customer))
+            return "bad customer " + quoted(f[fCustomer]);
     }
     e.ip = clean_text(f[fIp], kIpMaxLen);
     e.ua = clean_text(f[fUa], kUaMaxLen);
@@ -127,6 +118,10 @@ void Counters::add(const Counters& o) {
     responses += o.responses;
     rewards += o.rewards;
     capped += o.capped;
+    reversed += o.reversed;
+    refund_unknown += o.refund_unknown;
+    refund_outside += o.refund_outside;
+    customers += o.customers;
     codes_created += o.codes_created;
     dead += o.dead;
     trimmed += o.trimmed;
@@ -154,6 +149,10 @@ std::string Counters::describe() const {
     add("responses", responses);
     add("rewards", rewards);
     add("capped", capped);
+    add("reversed", reversed);
+    add("refund_unknown_order", refund_unknown);
+    add("refund_outside_window", refund_outside);
+    add("customers", customers);
     add("codes_created", codes_created);
     add("dead", dead);
     add("trimmed", trimmed);
@@ -244,6 +243,11 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     const std::string_view at = ev.created_at;
     UserState user = store.get_user(ev.user);
 
+    if (!ev.customer.empty()) {
+        store.set_customer(ev.user, ev.customer, at);
+        c->customers++;
+    }
+
     if (ev.action == "signup") {
         if (!user.exists) store.ensure_user(ev.user, at);
         if (!store.has_code(ev.user)) {
@@ -260,11 +264,12 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
                 c->self_referral++;
             } else if (user.referral_id) {
                 c->double_referral++;
-            } else if (ev.ts - attributed > window_ms_) {
+            } else if (ev.ts - attributed > config_.window_ms) {
                 c->out_of_window++;
             } else if (store.link_user(ev.user, ref->id, at)) {
                 user.referral_id = ref->id;
                 c->linked++;
+                lifecycle_.linked(store, ev.user, ref->user_id, ev.code, at);
             } else {
                 c->double_referral++;  // linked meanwhile by another worker
                 user = store.get_user(ev.user);
@@ -273,6 +278,14 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     } else if (ev.action == "subscribe" || ev.action == "unsubscribe") {
         store.ensure_user(ev.user, at);
         store.set_plan(ev.user, ev.action == "subscribe" ? "paid" : "free", at);
+    } else if (ev.action == "refund" || ev.action == "chargeback") {
+        std::int64_t reversed = 0;
+        switch (lifecycle_.refund(store, ev.user, ev.order, ev.ts, at, &reversed)) {
+            case RefundOutcome::reversed: c->reversed += reversed; break;
+            case RefundOutcome::unknown_order: c->refund_unknown++; break;
+            case RefundOutcome::outside_window: c->refund_outside++; break;
+            case RefundOutcome::already_final: break;
+        }
     }
 
     if (!user.referral_id) return;
@@ -294,11 +307,18 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     auto response = store.insert_response(row);
     if (!response) return;
     c->responses++;
+    credit_rewards(store, ev, *user.referral_id, *response, c);
+}
 
+// Each rule whose action matches credits both sides once, within the cap:
+// pending during the rule's hold, else available at once.
+void Processor::credit_rewards(Store& store, const Event& ev, std::int64_t referral_id,
+                               std::int64_t response_id, Counters* c) {
+    const std::string_view at = ev.created_at;
     std::string referrer;
-    for (const RewardRule& rule : rules_) {
+    for (const RewardRule& rule : config_.rules) {
         if (rule.action != ev.action) continue;
-        if (referrer.empty()) referrer = owner_of(store, *user.referral_id);
+        if (referrer.empty()) referrer = owner_of(store, referral_id);
         if (referrer.empty()) return;
         // The referrer's plan at this moment, their row locked so that two
         // workers cannot both pass the cap.
@@ -308,19 +328,27 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
             c->capped++;
             continue;
         }
+        const std::string hold_until = rule.hold_ms > 0 ? format_db_time(ev.ts + rule.hold_ms) : std::string();
         RewardRow r;
         r.referral_type = rule.name;
         r.user_id = referrer;
         r.role = "referrer";
         r.referred_user_id = ev.user;
-        r.response_id = *response;
+        r.response_id = response_id;
         r.grant = &rule.referrer;
         r.date_credited = at;
-        if (!store.insert_reward(r)) continue;  // this rule already paid for this friend
+        r.order_id = ev.order;
+        r.status = rule.hold_ms > 0 ? "pending" : "available";
+        r.hold_until = hold_until;
+        r.available_at = rule.hold_ms > 0 ? std::string_view() : at;
+        auto referrer_reward = store.insert_reward(r);
+        if (!referrer_reward) continue;  // this rule already paid for this friend
         r.user_id = ev.user;
         r.role = "referee";
         r.grant = &rule.referee;
-        store.insert_reward(r);
+        auto referee_reward = store.insert_reward(r);
+        lifecycle_.created(store, *referrer_reward, at);
+        if (referee_reward) lifecycle_.created(store, *referee_reward, at);
         c->rewards++;
     }
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "worker/config.h"
+#include "worker/lifecycle.h"
 #include "worker/store.h"
 
 namespace referral::worker {
@@ -25,7 +26,7 @@ struct Event {
     std::int64_t first_ts = 0;  // 0: none
     std::string ip, ua, url, referer, host;
     // conversions
-    std::string_view action, user, currency, order;
+    std::string_view action, user, currency, order, customer;
     std::optional<std::int64_t> amount;
     std::string created_at;  // ts as database text
 };
@@ -52,6 +53,10 @@ struct Counters {
     std::int64_t responses = 0;      // conversion responses stored
     std::int64_t rewards = 0;        // rewarded referrals (both sides credited)
     std::int64_t capped = 0;         // rule matched but the referrer's cap was reached
+    std::int64_t reversed = 0;       // rewards reversed by a refund or chargeback
+    std::int64_t refund_unknown = 0; // refunds naming no order that earned a reward
+    std::int64_t refund_outside = 0; // refunds after the rule's clawback window
+    std::int64_t customers = 0;      // Stripe customer ids learnt from conversions
     std::int64_t codes_created = 0;
     std::int64_t dead = 0;           // entries sent to the dead stream
     std::int64_t trimmed = 0;        // pending entries whose data was trimmed: acknowledged unapplied
@@ -63,8 +68,14 @@ struct Counters {
 
 class Processor {
 public:
-    Processor(std::vector<RewardRule> rules, std::int64_t window_ms)
-        : rules_(std::move(rules)), window_ms_(window_ms) {}
+    explicit Processor(Config config) : config_(std::move(config)), lifecycle_(config_) {}
+    // No Stripe, no webhooks: the rules alone (tests).
+    Processor(std::vector<RewardRule> rules, std::int64_t window_ms) : lifecycle_(config_) {
+        config_.rules = std::move(rules);
+        config_.window_ms = window_ms;
+    }
+    Processor(const Processor&) = delete;
+    Processor& operator=(const Processor&) = delete;
 
     // Applies one event inside the current transaction.
     void apply(Store& store, const Event& ev, Counters* c);
@@ -78,9 +89,11 @@ private:
     std::string owner_of(Store& store, std::int64_t referral_id);
     void apply_click(Store& store, const Event& ev, Counters* c);
     void apply_conversion(Store& store, const Event& ev, Counters* c);
+    void credit_rewards(Store& store, const Event& ev, std::int64_t referral_id, std::int64_t response_id,
+                        Counters* c);
 
-    std::vector<RewardRule> rules_;
-    std::int64_t window_ms_;
+    Config config_;
+    Lifecycle lifecycle_;  // refers to config_
     std::int64_t pending_clicks_ = 0;
     // Codes and owners never change once created: safe to cache.
     std::unordered_map<std::string, ReferralRef> codes_;

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "worker/lifecycle.h"
 #include "worker/util.h"
 
 namespace referral::worker {
@@ -32,8 +33,7 @@ enum Q : int {
 constexpr std::int64_t kDayMs = 86400LL * 1000;
 
 // The reward's lifecycle status column.
-// TODO(schema v3): "status" once main's reward lifecycle lands.
-const char* const kStatus = "CASE WHEN redeemed THEN 'redeemed' ELSE 'available' END";
+const char* const kStatus = "status";
 
 std::int64_t to_int(const std::optional<std::string>& s) {
     return s ? std::strtoll(s->c_str(), nullptr, 10) : 0;
@@ -63,13 +63,6 @@ StatusCounts empty_status_counts() {
     StatusCounts c;
     for (const char* s : kRewardStatuses) c[s] = 0;
     return c;
-}
-
-std::int64_t parse_iso_ms(const std::string& iso) {
-    std::tm tm{};
-    const char* end = strptime(iso.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (!end || *end) return -1;
-    return static_cast<std::int64_t>(timegm(&tm)) * 1000;
 }
 
 std::optional<UserSummary> user_summary(Store& store, const std::string& user) {
@@ -231,7 +224,7 @@ DbFigures db_figures(Store& store, std::int64_t now) {
     sql = "SELECT " + db.iso("MIN(created_at)") + " FROM referral_delivery WHERE state = 'queued'";
     Rows r = db.query(kOldestQueued, sql.c_str(), {});
     if (!r.empty() && r[0][0]) {
-        std::int64_t at = parse_iso_ms(*r[0][0]);
+        std::int64_t at = iso_to_ms(*r[0][0]);
         if (at >= 0 && now > at) f.oldest_queued_age_s = static_cast<double>(now - at) / 1000.0;
     }
     return f;

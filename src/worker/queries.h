@@ -59,7 +59,7 @@ struct Funnel {
 Funnel funnel(Store& store, int days, int top, std::int64_t now_ms);
 
 struct Delivery {
-    std::int64_t id = 0, reward_id = 0, attempts = 0;
+    std::int64_t id = 0, reward_id = 0, attempts = 0;  // reward_id 0: none (referral.linked)
     std::string target, operation, state, last_error, next_attempt_at, created_at;
 };
 // Dead deliveries and queued ones whose last attempt failed, newest first.
@@ -72,8 +72,5 @@ struct DbFigures {
     double oldest_queued_age_s = 0;
 };
 DbFigures db_figures(Store& store, std::int64_t now_ms);
-
-// "2026-01-02T03:04:05Z" -> Unix milliseconds; -1 when malformed.
-std::int64_t parse_iso_ms(const std::string& iso);
 
 }  // namespace referral::worker

@@ -13,7 +13,7 @@
 
 namespace referral::worker {
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 struct ReferralRef {
     std::int64_t id = 0;
@@ -40,6 +40,11 @@ struct RewardRow {
     std::int64_t response_id = 0;
     const Grant* grant = nullptr;
     std::string_view date_credited;
+    std::string_view status = "available";  // pending (hold), review or available
+    std::string_view reason;                // why review
+    std::string_view order_id;              // the qualifying conversion's order
+    std::string_view hold_until;            // pending until then
+    std::string_view available_at;          // when available at once
 };
 
 struct CodeInfo {
@@ -54,6 +59,39 @@ struct RewardInfo {
     std::int64_t response_id = 0;
     std::string date_credited, date_redeemed;  // ISO 8601; date_redeemed empty when not
     bool redeemed = false;
+    std::string status, reason, order_id, external_id, deliver;
+    std::string hold_until, available_at, paid_at, reversed_at;  // ISO 8601 or empty
+};
+
+// A row of the delivery outbox (SPEC "Delivery to Stripe and to the
+// application").
+struct DeliveryInfo {
+    std::int64_t id = 0;
+    std::optional<std::int64_t> reward_id;
+    std::string target, operation, endpoint, event_id, payload, state;
+    std::int64_t attempts = 0;
+    std::string next_attempt_at, last_error, external_id, created_at, done_at;  // ISO 8601 or empty
+    // Joined for sending: the reward and its user's Stripe customer.
+    std::string customer;
+};
+
+// What a new outbox row holds.
+struct NewDelivery {
+    std::optional<std::int64_t> reward_id;
+    std::string_view target;     // "stripe" or "webhook"
+    std::string_view operation;  // credit, reverse, promotion_code, deactivate; or the event type
+    std::string_view endpoint;   // webhook URL
+    std::string_view event_id;   // evt_...
+    std::string_view payload;    // the webhook body
+    std::string_view at;
+};
+
+// How one attempt ended, for record_delivery().
+struct DeliveryResult {
+    std::string state;            // queued (retry), done or dead
+    std::string next_attempt_at;  // when queued
+    std::string error;            // last_error (empty: cleared)
+    std::string external_id;
 };
 
 struct StatsRow {
@@ -69,9 +107,9 @@ public:
 
     // 0 when the schema does not exist yet.
     int schema_version();
-    // Applies every missing migration in one transaction; returns the
-    // version found before.
-    int migrate();
+    // Applies every missing migration up to `target` in one transaction;
+    // returns the version found before.
+    int migrate(int target = kSchemaVersion);
     // Throws DbError (not transient) with a message telling to run
     // `referralctl migrate` when the schema is older (or newer) than this
     // build's.
@@ -122,9 +160,48 @@ public:
     bool redeem(std::int64_t id, std::string_view at);
     std::vector<StatsRow> stats();
 
+    // ---- the reward lifecycle and the outbox (store_lifecycle.cpp)
+    void set_customer(std::string_view user, std::string_view customer, std::string_view at);
+    std::string customer_of(std::string_view user);
+    // Rewards earned by `referred_user`'s conversion with `order`.
+    std::vector<RewardInfo> rewards_for_order(std::string_view referred_user, std::string_view order);
+    // `from` -> reversed; false when the status was not `from` any more.
+    bool reverse_reward(std::int64_t id, std::string_view from, std::string_view at);
+    // Pending rewards whose hold has passed become available; their ids.
+    std::vector<std::int64_t> promote_due(std::string_view now, int limit);
+    // available -> paid with the provider's id; false when not available.
+    bool mark_paid(std::int64_t id, std::string_view external_id, std::string_view at);
+    void set_reward_external_id(std::int64_t id, std::string_view external_id);
+    // review -> available or rejected; false when not in review.
+    bool review_decision(std::int64_t id, bool approve, std::string_view reason, std::string_view at);
+    // The outbox row's id; nullopt when this Stripe operation exists already.
+    std::optional<std::int64_t> insert_delivery(const NewDelivery& d);
+    // Queued Stripe rows for `reward_id` never attempted and not leased: done, with `why`.
+    std::int64_t cancel_unsent(std::int64_t reward_id, std::string_view why, std::string_view at);
+    // Leases up to `limit` due rows to `owner` until `lease_until`. A
+    // stripe_balance credit waits (is not claimed) while its user has no
+    // Stripe customer. PostgreSQL: FOR UPDATE SKIP LOCKED.
+    std::vector<DeliveryInfo> claim_deliveries(std::string_view now, std::string_view lease_until,
+                                               std::string_view owner, int limit);
+    // Records an attempt if `owner` still holds the lease; false otherwise.
+    bool record_delivery(std::int64_t id, std::string_view owner, const DeliveryResult& r,
+                         std::string_view at);
+    // Gives up the leases `owner` holds (a restart under the same name).
+    void release_leases(std::string_view owner);
+    std::vector<DeliveryInfo> deliveries(std::string_view state, int limit);
+    std::optional<DeliveryInfo> delivery(std::int64_t id);
+    // dead -> queued, attempts 0, due now; false when not dead.
+    bool retry_delivery(std::int64_t id, std::string_view at);
+    std::vector<RewardInfo> rewards_in_review();
+
 private:
+    std::vector<RewardInfo> rewards_where(int statement, const std::string& where,
+                                          std::initializer_list<Param> params);
+
     std::unique_ptr<Db> db_;
 };
+
+bool is_pg(Db& db);
 
 // Opens the database named by `url` and wraps it.
 std::unique_ptr<Store> open_store(const DatabaseUrl& url, bool create);

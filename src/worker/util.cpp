@@ -120,14 +120,6 @@ std::string clean_text(std::string_view in, std::size_t max) {
     return out;
 }
 
-bool is_token(std::string_view s, std::size_t max) noexcept {
-    if (s.empty() || s.size() > max) return false;
-    for (char c : s) {
-        if (c <= ' ' || c >= 0x7f || c == ';' || c == '=') return false;
-    }
-    return true;
-}
-
 namespace {
 LogLevel g_level = LogLevel::info;
 }

@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/conversion.h"
+
 namespace referral::worker {
 
 // Milliseconds since the Unix epoch (wall clock).
@@ -21,9 +23,8 @@ bool parse_int64(std::string_view s, std::int64_t* out) noexcept;
 // characters (but tab) replaced by '?', so any database accepts the text.
 std::string clean_text(std::string_view in, std::size_t max);
 
-// True for 1..max printable ASCII characters without space, ';' or '='
-// (the conversion header's rule for user ids).
-bool is_token(std::string_view s, std::size_t max) noexcept;
+// The conversion header's rules (user ids, orders, customers, actions)
+// are src/core/conversion.h's: referral::is_token, is_action, ...
 
 enum class LogLevel { debug, info, warn, error };
 void set_log_level(LogLevel level) noexcept;

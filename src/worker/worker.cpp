@@ -6,6 +6,7 @@
 #include <cstring>
 #include <thread>
 
+#include "worker/delivery.h"
 #include "worker/util.h"
 
 namespace referral::worker {
@@ -86,7 +87,7 @@ Worker::Worker(WorkerOptions opts)
       dead_stream_(o_.config.stream + ":dead"),
       reader_(o_.redis, kBlockMs + 10000, true),
       acker_(o_.redis, 10000),
-      processor_(o_.config.rules, o_.config.window_ms),
+      processor_(o_.config),
       queue_(2) {}
 
 bool Worker::sleep_backoff(int* backoff_ms) {
@@ -125,6 +126,14 @@ int Worker::run() {
     }
 
     std::thread reader([this] { read_loop(); });
+    // The second path: rewards past their hold, Stripe, webhooks. Not in
+    // --once, which only drains the stream.
+    std::unique_ptr<DeliveryLoop> delivery;
+    std::thread delivery_thread;
+    if (!o_.once) {
+        delivery = std::make_unique<DeliveryLoop>(o_.config, o_.database, o_.consumer);
+        delivery_thread = std::thread([&] { delivery->run(); });
+    }
     int status = 0;
     try {
         while (auto b = queue_.pop()) {
@@ -157,6 +166,14 @@ int Worker::run() {
         queue_.close();
     }
     reader.join();
+    if (delivery_thread.joinable()) {
+        g_stop = 1;  // the consumer stopped: so does delivery (a round in flight finishes its request)
+        delivery_thread.join();
+        const DeliveryTotals& t = delivery->totals();
+        log(LogLevel::info, "delivery totals: promoted=%lld, delivered=%lld, retried=%lld, dead=%lld, requests=%lld",
+            static_cast<long long>(t.promoted), static_cast<long long>(t.delivered),
+            static_cast<long long>(t.retried), static_cast<long long>(t.dead), static_cast<long long>(t.requests));
+    }
     if (reader_failed_) status = 1;
     if (status == 0) forget_consumer();
     report(true);

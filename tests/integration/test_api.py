@@ -142,6 +142,16 @@ def test_user_summary(api, db, redis, stream):
     assert (counts["available"], counts["redeemed"]) == (1, 1)
 
 
+def test_user_summary_counts_every_status(api, db, redis, stream):
+    earn(db, redis, stream, friends=[f"f{i}" for i in range(7)])
+    for rid, st in zip(reward_ids(db, "alice"), STATUSES):
+        db.query(f"UPDATE referral_reward SET status = '{st}' WHERE id = {rid}")
+    assert api.get("/v1/users/alice")[2]["rewards"] == {st: 1 for st in STATUSES}
+    s = api.get("/v1/stats?days=1")[2]
+    assert s["totals"]["rewards"] == {st: (1 if st != "available" else 8) for st in STATUSES}
+    assert s["daily"][0]["rewards"] == s["totals"]["rewards"]
+
+
 def test_user_errors(api):
     status, _, body = api.get("/v1/users/nobody")
     assert status == 404 and body == {"error": "unknown user nobody"}
@@ -230,11 +240,22 @@ def test_redeem(api, db, redis, stream):
     assert reward["id"] == rid and reward["redeemed"] is True and reward["date_redeemed"]
     assert reward == [w for w in ctl(db.url, "rewards", "--user", "alice", json_out=True, check=True)[1]["rewards"]
                       if w["id"] == rid][0]
+    assert reward["status"] == "redeemed"
     status, _, body = api.post(f"/v1/rewards/{rid}/redeem")
-    assert status == 409 and "cannot be redeemed" in body["error"] and body["reward"]["id"] == rid
+    assert status == 409 and "cannot be redeemed: it was already redeemed on" in body["error"]
+    assert body["reward"]["id"] == rid and body["reward"]["status"] == "redeemed"
     # referralctl agrees it is taken
     assert ctl(db.url, "redeem", str(rid))[0] == 1
-
+    # only an available reward can be redeemed: review, pending, reversed ... answer 409 and stay
+    other = reward_ids(db, "alice")[1]
+    for st, words in (("review", "is in review"), ("reversed", "was reversed"), ("rejected", "was rejected"),
+                      ("paid", "already paid")):
+        db.query(f"UPDATE referral_reward SET status = '{st}' WHERE id = {other}")
+        status, _, body = api.post(f"/v1/rewards/{other}/redeem")
+        assert status == 409 and words in body["error"], body
+        assert db.query(f"SELECT status FROM referral_reward WHERE id = {other}") == [(st,)]
+    db.query(f"UPDATE referral_reward SET status = 'available' WHERE id = {other}")
+    assert api.post(f"/v1/rewards/{other}/redeem")[0] == 200
 
 def test_redeem_errors(api):
     status, _, body = api.post("/v1/rewards/999999/redeem")
@@ -263,6 +284,7 @@ def test_concurrent_redeems_give_one_200_and_one_409(api, db, redis, stream):
         for t in threads:
             t.join()
         assert sorted(results) == [200, 409], (rid, results)
+    assert db.count("SELECT count(*) FROM referral_reward WHERE user_id = 'alice' AND status = 'redeemed'") == 6
     assert db.count("SELECT count(*) FROM referral_reward WHERE user_id = 'alice' AND redeemed") == 6
 
 
@@ -324,6 +346,48 @@ def test_unknown_endpoints_and_methods(api):
     assert status == 405 and headers["allow"] == "GET"
 
 
+# ------------------------------------------------------------ deliveries
+
+def add_delivery(db, state, error, reward_id=None, attempts=3, age_s=0, target="webhook", op="reward.created"):
+    at = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=age_s)).strftime(
+        "%Y-%m-%d %H:%M:%S.000000")
+    rid = "NULL" if reward_id is None else str(reward_id)
+    err = "NULL" if error is None else "'" + error.replace("'", "''") + "'"
+    db.query("INSERT INTO referral_delivery (reward_id, target, operation, endpoint, state, attempts,"
+             " next_attempt_at, last_error, created_at)"
+             f" VALUES ({rid}, '{target}', '{op}', 'http://127.0.0.1:1/hook', '{state}', {attempts},"
+             f" '{at}', {err}, '{at}')")
+
+
+def test_failing_deliveries(api, db, redis, stream):
+    earn(db, redis, stream)
+    rid = reward_ids(db, "alice")[0]
+    add_delivery(db, "dead", "HTTP 500 from http://127.0.0.1:1/hook <b>boom</b>", rid)
+    add_delivery(db, "queued", "connect: Connection refused", None, attempts=1, op="referral.linked")
+    add_delivery(db, "queued", None, rid, attempts=0)              # not failing (yet)
+    add_delivery(db, "done", "an old error", rid, attempts=2)      # delivered in the end
+    status, _, body = api.get("/v1/deliveries/failing")
+    assert status == 200
+    got = [(d["state"], d["reward_id"], d["operation"], d["attempts"], d["last_error"]) for d in body["deliveries"]]
+    assert got == [("queued", None, "referral.linked", 1, "connect: Connection refused"),
+                   ("dead", rid, "reward.created", 3, "HTTP 500 from http://127.0.0.1:1/hook <b>boom</b>")]
+    assert all(d["created_at"].endswith("Z") for d in body["deliveries"])
+    assert len(api.get("/v1/deliveries/failing?limit=1")[2]["deliveries"]) == 1
+    for bad in ("0", "201", "x"):
+        assert api.get(f"/v1/deliveries/failing?limit={bad}")[0] == 400
+
+
+def test_metrics_deliveries(api, db):
+    add_delivery(db, "queued", None, age_s=120)
+    add_delivery(db, "queued", "timeout", age_s=30)
+    add_delivery(db, "dead", "HTTP 400", age_s=600)
+    add_delivery(db, "done", None, age_s=9000)
+    m = metrics(api)
+    assert m['referral_deliveries{state="queued"}'] == 2 and m['referral_deliveries{state="dead"}'] == 1
+    # the oldest queued one is 120 s old (plus the time the test took)
+    assert 120 <= m["referral_delivery_oldest_queued_age_seconds"] < 600
+
+
 # --------------------------------------------------------------- metrics
 
 def test_metrics_from_redis_and_the_database(api, db, redis, stream):
@@ -345,11 +409,16 @@ def test_metrics_from_redis_and_the_database(api, db, redis, stream):
     assert m["referral_stream_length"] == 7
     assert m[f"referral_consumer_group_lag{group}"] == 1
     assert m[f"referral_consumer_group_pending{group}"] == 2
-    for st in STATUSES:
-        expected = db.count(f"SELECT count(*) FROM referral_reward WHERE {'redeemed' if st == 'redeemed' else 'NOT redeemed'}") \
-            if st in ("available", "redeemed") else 0
-        assert m[f'referral_rewards{{status="{st}"}}'] == expected, st
     assert m['referral_rewards{status="available"}'] == 4
+    db.query("UPDATE referral_reward SET status = 'review', reason = 'daily_cap' WHERE id IN"
+             " (SELECT min(id) FROM referral_reward)")
+    m = metrics(api)
+    for st in STATUSES:
+        assert m[f'referral_rewards{{status="{st}"}}'] == \
+            db.count(f"SELECT count(*) FROM referral_reward WHERE status = '{st}'"), st
+    assert m['referral_rewards{status="review"}'] == 1
+    assert m['referral_deliveries{state="queued"}'] == 0 and m['referral_deliveries{state="dead"}'] == 0
+    assert m["referral_delivery_oldest_queued_age_seconds"] == 0
 
 
 def test_metrics_when_redis_is_down(tmp, db):
@@ -381,4 +450,4 @@ def test_referralctl_prints_the_link_with_link_base(db, tmp):
     with open(tmp + "/bad.toml", "w") as f:
         f.write('link_base = "javascript:alert(1)"\n')
     rc, _, err = ctl(db.url, "--config", tmp + "/bad.toml", "code", "show", "--user", "gus")
-    assert rc == 1 and "bad.toml:1" in err and "link_base" in err
+    assert rc == 2 and "bad.toml:1" in err and "link_base" in err

@@ -49,32 +49,29 @@ def earn(db, redis, stream):
 def test_migrate_creates_the_schema_and_is_idempotent(db):
     rc, out, err = ctl(db.url, "migrate")
     assert rc == 0, err
-    assert "version 0 to 2" in out
-    for table in ("referral", "referral_response", "referral_user", "referral_reward"):
+    assert "version 0 to 3" in out
+    for table in ("referral", "referral_response", "referral_user", "referral_reward", "referral_delivery"):
         assert db.count(f"SELECT count(*) FROM {table}") == 0
-    assert db.query("SELECT max(version) FROM referral_schema_version") == [("2",)]
+    assert db.query("SELECT max(version) FROM referral_schema_version") == [("3",)]
     rc, out, _ = ctl(db.url, "migrate")
-    assert rc == 0 and "already at version 2" in out
+    assert rc == 0 and "already at version 3" in out
     rc, out, _ = ctl(db.url, "migrate", json_out=True)
-    assert rc == 0 and out == {"previous_version": 2, "version": 2, "changed": False}
-    assert db.count("SELECT count(*) FROM referral_schema_version") == 2
+    assert rc == 0 and out == {"previous_version": 3, "version": 3, "changed": False}
+    assert db.count("SELECT count(*) FROM referral_schema_version") == 3
 
 
 def test_migrate_json_on_a_fresh_database(db):
     rc, out, _ = ctl(db.url, "migrate", json_out=True)
-    assert rc == 0 and out == {"previous_version": 0, "version": 2, "changed": True}
+    assert rc == 0 and out == {"previous_version": 0, "version": 3, "changed": True}
 
 
 def test_migrate_upgrades_a_version_1_database(db):
-    ctl(db.url, "migrate", check=True)
-    # back to what version 1 created: no plan_changed_at
-    db.query("ALTER TABLE referral_user DROP COLUMN plan_changed_at")
-    db.query("DELETE FROM referral_schema_version WHERE version = 2")
+    ctl(db.url, "migrate", "--to", "1", check=True)
     db.query("INSERT INTO referral_user (user_id, plan, created_at)"
              " VALUES ('old', 'paid', '2026-01-01 00:00:00.000000')")
     rc, out, err = ctl(db.url, "migrate")
     assert rc == 0, err
-    assert "version 1 to 2" in out
+    assert "version 1 to 3" in out
     assert db.query("SELECT plan, COALESCE(plan_changed_at::text, '') FROM referral_user"
                     if db.backend == "postgresql" else
                     "SELECT plan, COALESCE(plan_changed_at, '') FROM referral_user") == [("paid", "")]

@@ -249,6 +249,22 @@ void test_bad_order(void**) {
     bad("x; user=1; order=a\nb");
 }
 
+// customer: the user's id at the payment provider, 1..64 of [A-Za-z0-9_].
+void test_customer(void**) {
+    Conversion c = ok("subscribe; user=42; customer=cus_NffrFeUfNV2Hib");
+    assert_true(c.customer == "cus_NffrFeUfNV2Hib");
+    assert_true(ok("signup; user=1").customer.empty());
+    std::string longest(64, 'C');
+    assert_true(ok("subscribe; user=1; customer=" + longest).customer == longest);
+    bad("subscribe; user=1; customer=" + std::string(65, 'C'));  // too long
+    bad("subscribe; user=1; customer=");
+    bad("subscribe; user=1; customer=cus-1");   // '-' is not in the set
+    bad("subscribe; user=1; customer=cus.1");
+    bad("subscribe; user=1; customer=cus_1; customer=cus_2");
+    assert_true(referral::is_customer("cus_1"));
+    assert_false(referral::is_customer("cus 1"));
+}
+
 }  // namespace
 
 int main(void) {
@@ -264,6 +280,7 @@ int main(void) {
         cmocka_unit_test(test_bad_currency),
         cmocka_unit_test(test_empty_parameter),
         cmocka_unit_test(test_bad_order),
+        cmocka_unit_test(test_customer),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

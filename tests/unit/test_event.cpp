@@ -147,17 +147,17 @@ void test_exact_wire(void**) {
 
 void test_conversion(void**) {
     Conversion c{};
-    const char* header = "subscribe; user=42; amount=999; currency=usd; order=in_1Nx";
+    const char* header = "subscribe; user=42; amount=999; currency=usd; order=in_1Nx; customer=cus_9";
     assert_null(referral::parse_conversion(header, &c));
     Event e = click();
     e.type = "conversion";
     e.conversion = &c;
     std::vector<std::string> a = decode(encode("referral:events", e));
-    assert_int_equal(a.size(), 3 + 2 * 17);
+    assert_int_equal(a.size(), 3 + 2 * 18);
     const char* fields[] = {"v", "id", "type", "ts", "code", "visitor", "first_ts",
                             "ip", "ua", "url", "referer", "host",
-                            "action", "user", "amount", "currency", "order"};
-    for (std::size_t i = 0; i < 17; i++) {
+                            "action", "user", "amount", "currency", "order", "customer"};
+    for (std::size_t i = 0; i < 18; i++) {
         assert_string_equal(a[3 + 2 * i].c_str(), fields[i]);
     }
     assert_string_equal(a[8].c_str(), "conversion");
@@ -166,6 +166,7 @@ void test_conversion(void**) {
     assert_string_equal(a[32].c_str(), "999");
     assert_string_equal(a[34].c_str(), "usd");
     assert_string_equal(a[36].c_str(), "in_1Nx");
+    assert_string_equal(a[38].c_str(), "cus_9");
 
     // Absent optional fields are sent empty, never dropped: fixed positions.
     Conversion s{};
@@ -175,7 +176,7 @@ void test_conversion(void**) {
     e.visitor = "";
     e.first_ts_ms = 0;
     a = decode(encode("k", e));
-    assert_int_equal(a.size(), 37);
+    assert_int_equal(a.size(), 39);
     assert_string_equal(a[12].c_str(), "");
     assert_string_equal(a[14].c_str(), "");
     assert_string_equal(a[16].c_str(), "");  // first_ts 0: no attribution
@@ -187,12 +188,14 @@ void test_conversion(void**) {
     assert_string_equal(a[34].c_str(), "");
     assert_string_equal(a[35].c_str(), "order");
     assert_string_equal(a[36].c_str(), "");
+    assert_string_equal(a[37].c_str(), "customer");
+    assert_string_equal(a[38].c_str(), "");
 }
 
 void test_size_matches(void**) {
     // Many shapes, including lengths around decimal-digit boundaries.
     std::string big(5000, 'x');
-    Conversion c{"a", "b", "-1", "usd", "o"};
+    Conversion c{"a", "b", "-1", "usd", "o", "cus_1"};
     for (std::size_t len : {0u, 1u, 9u, 10u, 11u, 99u, 100u, 101u, 511u, 512u, 513u,
                             999u, 1000u, 1023u, 1024u, 1025u, 2047u, 2048u, 2049u, 5000u}) {
         for (bool conv : {false, true}) {
@@ -210,7 +213,7 @@ void test_size_matches(void**) {
             std::string stream(len % 97, 's');
             std::string wire = encode(stream, e);  // asserts size == written
             std::vector<std::string> a = decode(wire);
-            assert_int_equal(a.size(), conv ? 37 : 27);
+            assert_int_equal(a.size(), conv ? 39 : 27);
             assert_true(a[1] == stream);
         }
     }
@@ -268,7 +271,7 @@ void test_binary_safe(void**) {
     const std::string evil_url = "/x\r\n\r\n";
     const std::string evil_ref = "\n\n\n";
     const std::string evil_host = "\r";
-    Conversion c{"signup", "u\r\n", "", "", "\r\n*"};
+    Conversion c{"signup", "u\r\n", "", "", "\r\n*", "\r\n"};
     Event e = click();
     e.ua = evil_ua;
     e.url = evil_url;
@@ -277,7 +280,7 @@ void test_binary_safe(void**) {
     e.conversion = &c;
     std::string wire = encode("str\r\neam", e);
     std::vector<std::string> a = decode(wire);
-    assert_int_equal(a.size(), 37);
+    assert_int_equal(a.size(), 39);
     assert_true(a[1] == "str\r\neam");
     assert_true(a[20] == evil_ua);
     assert_int_equal(a[20].size(), 18);
@@ -286,6 +289,7 @@ void test_binary_safe(void**) {
     assert_true(a[26] == evil_host);
     assert_true(a[30] == "u\r\n");
     assert_true(a[36] == "\r\n*");
+    assert_true(a[38] == "\r\n");
     // A value of only CR/LF, cut exactly between CR and LF at the limit.
     std::string crlf;
     while (crlf.size() < 600) crlf += "\r\n";
