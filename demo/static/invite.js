@@ -59,7 +59,6 @@
     const tbody = $("rewards");
     tbody.replaceChildren();
     $("rewards-count").textContent = String(list.length);
-    $("available-count").textContent = String(list.filter((w) => w.status === "available").length);
     if (list.length === 0) return emptyRow(tbody, 4, "No rewards yet");
     for (const w of list) {
       const tr = document.createElement("tr");
@@ -67,7 +66,7 @@
       cell(tr, w.label, "label");
       cell(tr, w.role === "referrer" ? "Inviting " + w.referred_user : "Joining through an invite");
       cell(tr, day(w.date_credited));
-      const status = w.status || (w.redeemed ? "redeemed" : "available");
+      const status = w.status;
       const badge = document.createElement("span");
       badge.className = "badge " + status;
       badge.textContent = STATUS_TEXT[status] || status;
@@ -81,20 +80,19 @@
   async function load(user) {
     $("who").textContent = "Signed in as " + user;
     const id = encodeURIComponent(user);
-    let me = await api("GET", id);
-    if (me.status === 404 || (me.status === 200 && !me.body.code)) {
-      // A user without a link yet gets one now.
-      const made = await api("POST", id + "/codes", { label: "" });
-      if (made.status !== 200) throw new Error((made.body && made.body.error) || "could not create your link");
-      me = await api("GET", id);
-    }
-    if (me.status !== 200) throw new Error((me.body && me.body.error) || "HTTP " + me.status);
-    $("link").value = me.body.link || me.body.code;
+    // The user's primary code, created on their first visit (the API
+    // answers the existing one afterwards), with the link to share.
+    const code = await api("POST", id + "/codes", { label: "" });
+    if (code.status !== 200) throw new Error((code.body && code.body.error) || "could not get your link");
+    $("link").value = code.body.link || code.body.code;
     $("share").hidden = false;
-    const [friends, rewards] = await Promise.all([api("GET", id + "/friends"), api("GET", id + "/rewards")]);
-    if (friends.status !== 200 || rewards.status !== 200) throw new Error("could not load your invites");
+    const [me, friends, rewards] = await Promise.all([api("GET", id), api("GET", id + "/friends"),
+                                                      api("GET", id + "/rewards")]);
+    if (me.status !== 200 || friends.status !== 200 || rewards.status !== 200)
+      throw new Error("could not load your invites");
     showFriends(friends.body.friends);
     showRewards(rewards.body.rewards);
+    $("available-count").textContent = String(me.body.rewards.available);
     for (const s of ["summary", "friends-section", "rewards-section"]) $(s).hidden = false;
   }
 

@@ -282,6 +282,8 @@ int serve(const ServeOptions& opt, const Config& config, const DatabaseUrl& data
             if (get && seg.size() == 2 && seg[0] == "assets" && send_asset(opt.dashboard_dir, seg[1], res)) return;
             throw HttpError{404, "no such endpoint: " + req.method + " " + clean_text(req.path, 200)};
         } catch (const HttpError& e) {
+            if (e.status >= 500) log(LogLevel::error, "%s %s: %s", req.method.c_str(), clean_text(req.path, 200).c_str(),
+                                     e.message.c_str());
             json body = e.extra;
             body["error"] = e.message;
             send_json(res, e.status, body);

@@ -10,9 +10,10 @@
 namespace referral::worker {
 namespace {
 
-// Statement ids (store.cpp uses small ones; each id is one SQL text).
+// Statement ids: store.cpp uses 1..99, store_lifecycle.cpp 200.., the Db
+// classes themselves 1000..1002; each id is one SQL text.
 enum Q : int {
-    kSummaryUser = 1000,
+    kSummaryUser = 2000,
     kSummaryCode,
     kSummaryRewards,
     kFriends,

@@ -1,6 +1,7 @@
 // Read-only queries of `referralctl serve` (the HTTP API, the dashboard and
 // /metrics), written once for SQLite and PostgreSQL over Store::db().
-// Statement ids start at 1000 so they never meet store.cpp's.
+// Statement ids start at 2000 so they never meet store.cpp's, store_lifecycle.cpp's
+// or the Db classes' own (1000..1002).
 #pragma once
 #include <array>
 #include <cstdint>

@@ -79,6 +79,7 @@ def stack(request, tmp):
     s = Stack()
     s.backend, s.db, s.nginx, s.api, s.browser, s.redis = request.param, db, nginx, api, browser, redis
     yield s
+    print("referralctl serve's log:\n" + open(api.log_path).read()[-3000:])  # shown when a test fails
     browser.close()
     worker.terminate()
     _, err = worker.communicate(timeout=30)
@@ -157,10 +158,22 @@ def text_of(b, selector):
 def test_dashboard_shows_the_database(stack):
     s, b = stack, stack.browser
     referral_flow(s)
+    # a webhook delivery that died, with markup in its error (untrusted: it
+    # comes from the remote end), and one retrying in an hour (so that the
+    # running worker leaves it alone)
+    rid = s.db.query("SELECT min(id) FROM referral_reward")[0][0]
+    now = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime())
+    later = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(time.time() + 3600))
+    for state, attempts, error, due in (("dead", 20, "HTTP 500: " + EVIL, now),
+                                        ("queued", 2, "connect: Connection refused", later)):
+        s.db.query("INSERT INTO referral_delivery (reward_id, target, operation, endpoint, state, attempts,"
+                   f" next_attempt_at, last_error, created_at) VALUES ({rid}, 'webhook', 'reward.created',"
+                   f" 'http://127.0.0.1:1/hook', '{state}', {attempts}, '{due}', '{error}', '{now}')")
     auth = base64.b64encode(f"growth:{s.api.token}".encode()).decode()
     b.headers({"Authorization": "Basic " + auth})
     b.open(f"http://127.0.0.1:{s.api.port}/")
     b.wait_for("document.body.dataset.ready === '30'")
+    assert b.eval("getComputedStyle(document.querySelector('.card')).borderRadius") == "8px"  # the stylesheet applied
     db = s.db
     clicks = db.count("SELECT count(*) FROM referral_response WHERE action = 'click'")
     signups = db.count("SELECT count(*) FROM referral_user WHERE referral_id IS NOT NULL")
@@ -183,6 +196,11 @@ def test_dashboard_shows_the_database(stack):
                    ".map(r => [r.dataset.status, Number(r.cells[1].textContent)]))")
     assert shown == status_counts(db)
     assert shown["redeemed"] == 1 and shown["available"] == 3
+    # failing deliveries with their error, as text
+    failing = b.eval("[...document.querySelectorAll('#deliveries tr')].map(r => [r.cells[4].textContent,"
+                     " r.cells[5].textContent, r.cells[6].textContent])")
+    assert failing == [["queued", "2", "connect: Connection refused"], ["dead", "20", "HTTP 500: " + EVIL]]
+    assert b.eval("document.querySelectorAll('#deliveries img').length") == 0
     # another period reloads the figures
     b.eval("document.getElementById('period').value = '7';"
            "document.getElementById('period').dispatchEvent(new Event('change'))")
@@ -206,6 +224,8 @@ def test_invite_page_reads_the_api(stack):
     b.eval("document.getElementById('invite-link').click()")
     b.wait_for("document.body.dataset.ready === '1'")
     assert b.eval("location.pathname + location.search") == "/invite?user=alice"
+    # the stylesheet applied (served as text/css)
+    assert b.eval("getComputedStyle(document.querySelector('.hero')).backgroundColor") == "rgb(238, 244, 255)"
     assert b.eval("document.getElementById('link').value") == f"http://127.0.0.1:{s.nginx.port}/r/{code}"
     friends = b.eval("[...document.querySelectorAll('#friends tr')].map(r => r.dataset.user)")
     in_db = [r[0] for r in s.db.query(
