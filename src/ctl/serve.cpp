@@ -94,26 +94,43 @@ bool base64_decode(const std::string& in, std::string* out) {
     return true;
 }
 
+enum class Auth { none, bearer, basic };
+
 // `Authorization: Bearer TOKEN`, or Basic with the token as the password
 // (any user name) so that a browser can ask for it.
-bool authorized(const httplib::Request& req, const Digest& token) {
+Auth authorized(const httplib::Request& req, const Digest& token) {
     std::string h = req.get_header_value("Authorization");
-    if (h.empty() || h.size() > 2048) return false;
+    if (h.empty() || h.size() > 2048) return Auth::none;
     std::string given;
+    Auth how;
     if (starts_with_nocase(h, "bearer ")) {
         given = h.substr(7);
+        how = Auth::bearer;
     } else if (starts_with_nocase(h, "basic ")) {
         std::string pair;
-        if (!base64_decode(h.substr(6), &pair)) return false;
+        if (!base64_decode(h.substr(6), &pair)) return Auth::none;
         std::size_t colon = pair.find(':');
-        if (colon == std::string::npos) return false;
+        if (colon == std::string::npos) return Auth::none;
         given = pair.substr(colon + 1);
+        how = Auth::basic;
     } else {
-        return false;
+        return Auth::none;
     }
     while (!given.empty() && given.front() == ' ') given.erase(0, 1);
     while (!given.empty() && given.back() == ' ') given.pop_back();
-    return same_secret(given, token);
+    return same_secret(given, token) ? how : Auth::none;
+}
+
+// A browser sends cached Basic credentials with any request to this
+// origin, also one that another site's page makes it send (a form posted
+// to /v1/rewards/1/redeem). Such a request names its origin: a change
+// asked for with Basic credentials is refused unless it comes from this
+// server's own pages (or from a program, which sends neither header).
+bool cross_site(const httplib::Request& req) {
+    std::string site = req.get_header_value("Sec-Fetch-Site");
+    if (!site.empty() && site != "same-origin" && site != "none") return true;
+    std::string origin = req.get_header_value("Origin");
+    return !origin.empty() && origin != "http://" + req.get_header_value("Host");
 }
 
 std::string read_token(const std::string& path) {
@@ -296,11 +313,17 @@ int serve(const ServeOptions& opt, const Config& config, const DatabaseUrl& data
             send_json(res, 400, {{"error", "request target too long (at most 1024 bytes)"}});
             return httplib::Server::HandlerResponse::Handled;
         }
-        if (authorized(req, token)) {
+        Auth auth = authorized(req, token);
+        bool change = req.method != "GET" && req.method != "HEAD";
+        if (auth == Auth::basic && change && cross_site(req)) {
+            send_json(res, 403, {{"error", "cross-site request refused: send the token as a Bearer token"}});
+            return httplib::Server::HandlerResponse::Handled;
+        }
+        if (auth != Auth::none) {
             // RFC 9112: a request without Content-Length or
             // Transfer-Encoding has no body; httplib would wait for the
             // connection to close. Answer it here, body empty.
-            if (req.method != "GET" && req.method != "HEAD" && !req.has_header("Content-Length") &&
+            if (change && !req.has_header("Content-Length") &&
                 !req.has_header("Transfer-Encoding")) {
                 dispatch(req, res);
                 return httplib::Server::HandlerResponse::Handled;

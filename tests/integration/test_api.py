@@ -107,6 +107,26 @@ def test_the_token_as_basic_password_or_bearer(api, db):
     assert api.get("/v1/users/alice", auth=f"bearer {api.token}")[0] == 200  # the scheme is case-insensitive
 
 
+def test_basic_credentials_do_not_allow_cross_site_changes(api, db, redis, stream):
+    """A page of another site can make a browser send its cached Basic
+    credentials (CSRF): changes asked for that way are refused."""
+    earn(db, redis, stream)
+    rid = reward_ids(db, "alice")[0]
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site", "Origin": f"http://127.0.0.1:{api.port}"}):
+        status, _, body = api.post(f"/v1/rewards/{rid}/redeem", auth="basic", headers=headers)
+        assert status == 403 and "cross-site" in body["error"], headers
+        status, _, body = api.post("/v1/users/mallory/codes", {"label": ""}, auth="basic", headers=headers)
+        assert status == 403
+    assert db.query(f"SELECT status FROM referral_reward WHERE id = {rid}") == [("available",)]
+    assert db.count("SELECT count(*) FROM referral WHERE user_id = 'mallory'") == 0
+    # reading stays possible (the dashboard), and so do changes from this origin or with the Bearer token
+    assert api.get("/v1/users/alice", auth="basic", headers={"Sec-Fetch-Site": "cross-site"})[0] == 200
+    same = {"Origin": f"http://127.0.0.1:{api.port}", "Sec-Fetch-Site": "same-origin"}
+    assert api.post(f"/v1/rewards/{rid}/redeem", auth="basic", headers=same)[0] == 200
+    assert api.post("/v1/users/mallory/codes", {}, auth="bearer", headers={"Origin": "http://evil.example"})[0] == 200
+
+
 def test_serve_refuses_a_bad_token_file_or_database(tmp, db):
     s = ApiServer(tmp, db.url)
     with open(s.token_file, "w") as f:
