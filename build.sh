@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ./build.sh          install missing Debian packages, configure, build
-# ./build.sh test     build, then run every test (unit, sanitizer, fuzz, integration)
+# ./build.sh test     build, then run every test (unit, sanitizer, fuzz, integration, packages)
+# ./build.sh deb      build, then make the Debian packages in build/deb/
 # ./build.sh run      build, then start the whole stack locally (Ctrl-C stops it)
 # ./build.sh bench    build, then run the benchmarks in bench/
 set -euo pipefail
@@ -11,12 +12,13 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES=(
   build-essential cmake pkg-config git
   nginx nginx-dev libpcre2-dev zlib1g-dev libssl-dev
-  libhiredis-dev redis-server
+  libhiredis-dev redis-server libcurl4-openssl-dev
   libsqlite3-dev sqlite3 libpq-dev postgresql
   libtoml11-dev libcli11-dev nlohmann-json3-dev
   libcmocka-dev clang libclang-rt-14-dev
-  python3 python3-pytest python3-psycopg2
+  python3 python3-pytest python3-psycopg2 python3-stripe
   wrk curl procps
+  debhelper dpkg-dev help2man systemd
   libcpp-httplib-dev nodejs chromium python3-websocket
 )
 # npm: Debian's package, unless a Node.js build that ships its own is installed.
@@ -67,13 +69,17 @@ case "$cmd" in
     build "$ROOT/build-fuzz" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
       -DREFERRAL_FUZZ=ON -DREFERRAL_MODULE=OFF -DREFERRAL_WORKER=OFF -DREFERRAL_INTEGRATION=OFF
     (cd "$ROOT/build-fuzz" && ctest --output-on-failure -L fuzz)
-    # Everything, against real nginx, Redis, SQLite and PostgreSQL.
+    # Everything, against real nginx, Redis, SQLite and PostgreSQL; the
+    # packages test installs (then purges) the packages made here.
+    "$ROOT/packaging/build-deb.sh" "$ROOT/build"
     (cd "$ROOT/build" && ctest --output-on-failure)
     ;;
+  deb) "$ROOT/packaging/build-deb.sh" "$ROOT/build" ;;
   run) exec "$ROOT/tools/run-stack.sh" ;;
   bench)
     "$ROOT/bench/edge.sh"
     "$ROOT/bench/worker.sh"
+    "$ROOT/bench/delivery.sh"
     ;;
-  *) echo "usage: $0 [build|test|run|bench]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|test|deb|run|bench]" >&2; exit 2 ;;
 esac

@@ -43,6 +43,20 @@ void check_user(const std::string& user) {
     }
 }
 
+// Runs `fn` in one transaction; a database error is a refusal.
+template <typename F>
+auto in_transaction(Store& store, F&& fn) {
+    try {
+        store.begin();
+        auto result = fn();
+        store.commit();
+        return result;
+    } catch (const DbError& e) {
+        store.rollback();
+        throw Failure{e.what(), "database"};
+    }
+}
+
 std::int64_t parse_id(const std::string& text, const char* what) {
     std::int64_t id;
     if (!parse_int64(text, &id) || id <= 0) {
@@ -183,15 +197,7 @@ int cmd_redeem(const std::string& db, const std::string& id_text) {
     std::int64_t id = parse_id(id_text, "reward");
     auto store = open(db, false);
     Lifecycle lifecycle(g_config);
-    bool done;
-    try {
-        store->begin();
-        done = lifecycle.redeem(*store, id, now_text());
-        store->commit();
-    } catch (const DbError& e) {
-        store->rollback();
-        throw Failure{e.what(), "database"};
-    }
+    bool done = in_transaction(*store, [&] { return lifecycle.redeem(*store, id, now_text()); });
     auto w = store->reward(id);
     if (!w) throw Failure{"no reward with id " + std::to_string(id), "unknown_reward"};
     if (!done) {
@@ -280,14 +286,10 @@ int cmd_user_set(const std::string& db, const std::string& user, const std::stri
                       "bad_customer"};
     }
     auto store = open(db, false);
-    try {
-        store->begin();
+    in_transaction(*store, [&] {
         store->set_customer(user, customer, now_text());
-        store->commit();
-    } catch (const DbError& e) {
-        store->rollback();
-        throw Failure{e.what(), "database"};
-    }
+        return true;
+    });
     if (g_json) {
         print_json({{"user", user}, {"stripe_customer", customer}});
     } else {
@@ -323,15 +325,7 @@ int cmd_review_decide(const std::string& db, const std::string& id_text, bool ap
         throw Failure{"bad reason: expected at most 256 printable characters", "bad_reason"};
     auto store = open(db, false);
     Lifecycle lifecycle(g_config);
-    bool done;
-    try {
-        store->begin();
-        done = lifecycle.decide(*store, id, approve, reason, now_text());
-        store->commit();
-    } catch (const DbError& e) {
-        store->rollback();
-        throw Failure{e.what(), "database"};
-    }
+    bool done = in_transaction(*store, [&] { return lifecycle.decide(*store, id, approve, reason, now_text()); });
     auto w = store->reward(id);
     if (!w) throw Failure{"no reward with id " + std::to_string(id), "unknown_reward"};
     if (!done) {

@@ -47,6 +47,17 @@ const char* reverse_operation(std::string_view deliver) {
     return nullptr;
 }
 
+// The outbox row of one Stripe operation; none when it exists already
+// (the unique index: one per reward and operation, i.e. per idempotency key).
+void queue_stripe(Store& store, std::int64_t reward_id, const char* op, std::string_view at) {
+    NewDelivery d;
+    d.reward_id = reward_id;
+    d.target = "stripe";
+    d.operation = op;
+    d.at = at;
+    store.insert_delivery(d);
+}
+
 }  // namespace
 
 void Lifecycle::webhook(Store& store, const char* type, const std::string& object_json,
@@ -91,12 +102,7 @@ void Lifecycle::became_available(Store& store, std::int64_t reward_id, std::stri
     auto w = store.reward(reward_id);
     if (!w) return;
     if (const char* op = pay_operation(w->deliver)) {
-        NewDelivery d;
-        d.reward_id = reward_id;
-        d.target = "stripe";
-        d.operation = op;
-        d.at = at;
-        store.insert_delivery(d);
+        queue_stripe(store, reward_id, op, at);
     }
     reward_event(store, "reward.available", reward_id, at);
 }
@@ -133,12 +139,7 @@ RefundOutcome Lifecycle::refund(Store& store, std::string_view referred_user, st
         if (w.status == "paid") {
             // Paid out: take it back at the provider too.
             if (const char* op = reverse_operation(w.deliver)) {
-                NewDelivery d;
-                d.reward_id = w.id;
-                d.target = "stripe";
-                d.operation = op;
-                d.at = at;
-                store.insert_delivery(d);
+                queue_stripe(store, w.id, op, at);
             }
         } else if (w.status == "available") {
             // Not sent yet: nothing to take back. A request already tried
@@ -162,12 +163,7 @@ void Lifecycle::paid(Store& store, std::int64_t reward_id, std::string_view exte
     if (!w || w->status != "reversed") return;
     store.set_reward_external_id(reward_id, external_id);
     if (const char* op = reverse_operation(w->deliver)) {
-        NewDelivery d;
-        d.reward_id = reward_id;
-        d.target = "stripe";
-        d.operation = op;
-        d.at = at;
-        store.insert_delivery(d);
+        queue_stripe(store, reward_id, op, at);
     }
 }
 

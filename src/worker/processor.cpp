@@ -119,6 +119,7 @@ void Counters::add(const Counters& o) {
     rewards += o.rewards;
     capped += o.capped;
     reversed += o.reversed;
+    reviewed += o.reviewed;
     refund_unknown += o.refund_unknown;
     refund_outside += o.refund_outside;
     customers += o.customers;
@@ -150,6 +151,7 @@ std::string Counters::describe() const {
     add("rewards", rewards);
     add("capped", capped);
     add("reversed", reversed);
+    add("reviewed", reviewed);
     add("refund_unknown_order", refund_unknown);
     add("refund_outside_window", refund_outside);
     add("customers", customers);
@@ -328,6 +330,14 @@ void Processor::credit_rewards(Store& store, const Event& ev, std::int64_t refer
             c->capped++;
             continue;
         }
+        // Past the referrer's daily cap the rewards wait for a person's review.
+        bool review = false;
+        if (rule.daily_cap >= 0) {
+            const std::int64_t day = ev.ts - ev.ts % (86400LL * 1000);
+            review = store.count_referrer_rewards_between(rule.name, referrer, format_db_time(day),
+                                                          format_db_time(day + 86400LL * 1000)) >= rule.daily_cap;
+            if (review) c->reviewed++;
+        }
         const std::string hold_until = rule.hold_ms > 0 ? format_db_time(ev.ts + rule.hold_ms) : std::string();
         RewardRow r;
         r.referral_type = rule.name;
@@ -338,9 +348,10 @@ void Processor::credit_rewards(Store& store, const Event& ev, std::int64_t refer
         r.grant = &rule.referrer;
         r.date_credited = at;
         r.order_id = ev.order;
-        r.status = rule.hold_ms > 0 ? "pending" : "available";
+        r.status = review ? "review" : rule.hold_ms > 0 ? "pending" : "available";
+        r.reason = review ? "daily_cap" : "";
         r.hold_until = hold_until;
-        r.available_at = rule.hold_ms > 0 ? std::string_view() : at;
+        r.available_at = r.status == "available" ? at : std::string_view();
         auto referrer_reward = store.insert_reward(r);
         if (!referrer_reward) continue;  // this rule already paid for this friend
         r.user_id = ev.user;

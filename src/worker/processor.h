@@ -54,6 +54,7 @@ struct Counters {
     std::int64_t rewards = 0;        // rewarded referrals (both sides credited)
     std::int64_t capped = 0;         // rule matched but the referrer's cap was reached
     std::int64_t reversed = 0;       // rewards reversed by a refund or chargeback
+    std::int64_t reviewed = 0;       // rewarded referrals sent to review (daily_cap)
     std::int64_t refund_unknown = 0; // refunds naming no order that earned a reward
     std::int64_t refund_outside = 0; // refunds after the rule's clawback window
     std::int64_t customers = 0;      // Stripe customer ids learnt from conversions

@@ -146,6 +146,9 @@ public:
     std::optional<std::int64_t> insert_code(std::string_view user, std::string_view code,
                                             std::string_view label, std::string_view at);
     std::int64_t count_referrer_rewards(std::string_view referral_type, std::string_view user);
+    // The same, credited in [from, to) (a UTC day, for daily_cap).
+    std::int64_t count_referrer_rewards_between(std::string_view referral_type, std::string_view user,
+                                                std::string_view from, std::string_view to);
     // The reward's id, or nullopt when this rule already credited this role
     // for this referred user.
     std::optional<std::int64_t> insert_reward(const RewardRow& row);

@@ -30,6 +30,7 @@ enum Q : int {
     kDelivery,
     kRetryDelivery,
     kInReview,
+    kCountBetween,
 };
 
 std::int64_t to_int(const std::optional<std::string>& s) {
@@ -223,6 +224,15 @@ bool Store::retry_delivery(std::int64_t id, std::string_view at) {
                      "UPDATE referral_delivery SET state = 'queued', attempts = 0, next_attempt_at = $2,"
                      " done_at = NULL, lease_until = NULL, leased_by = NULL WHERE id = $1 AND state = 'dead'",
                      {Param::Int(id), Param::Text(at)}) > 0;
+}
+
+std::int64_t Store::count_referrer_rewards_between(std::string_view referral_type, std::string_view user,
+                                                   std::string_view from, std::string_view to) {
+    Rows r = db_->query(kCountBetween,
+                        "SELECT count(*) FROM referral_reward WHERE user_id = $1 AND referral_type = $2"
+                        " AND role = 'referrer' AND date_credited >= $3 AND date_credited < $4",
+                        {Param::Text(user), Param::Text(referral_type), Param::Text(from), Param::Text(to)});
+    return to_int(r[0][0]);
 }
 
 std::vector<RewardInfo> Store::rewards_in_review() {

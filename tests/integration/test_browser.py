@@ -22,12 +22,14 @@ EVIL = "<img src=x onerror=alert(1)>"
 
 
 def demo_server(backend, api_port, token):
-    """The demo application's server{} of nginx.conf.example, on `backend`,
+    """The demo application of nginx.conf.example (its server{} and maps), on `backend`,
     with its pages from the source tree and the API token inline."""
     text = open(os.path.join(SOURCE_DIR, "nginx.conf.example")).read()
     at = text.index("listen 127.0.0.1:8081;")
-    start = text.rindex("server {", 0, at)
-    depth, i = 0, start
+    server = text.rindex("server {", 0, at)
+    # with what the example puts before it for it (its maps), after the comment that introduces it
+    start = text.rindex("# A demo application", 0, server)
+    depth, i = 0, server
     while True:
         if text[i] == "{":
             depth += 1

@@ -10,6 +10,10 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "worker/config.h"
@@ -276,10 +280,132 @@ void test_durations(void**) {
     assert_false(parse_duration_ms("1h30", &ms));
 }
 
+// SPEC "Delivery to Stripe and to the application": [stripe], [[webhook]],
+// the rule keys hold, clawback, daily_cap and per side deliver.
+const char* kDelivery = R"([stripe]
+api_key_file = "/etc/referral/stripe.key"
+api_base = "http://127.0.0.1:12111/"
+max_attempts = 5
+
+[[webhook]]
+url = "https://app.example.com/hooks/referral"
+secret_file = "/etc/referral/webhook.secret"
+events = ["reward.available", "reward.paid"]
+
+[[reward]]
+name = "give-10-get-10"
+action = "subscribe"
+referrer_plan = "paid"
+referrer = { kind = "credit", amount = 1000, currency = "usd" }
+referee  = { kind = "credit", amount = 1000, currency = "usd", deliver = "stripe_promotion_code" }
+hold = "14d"
+clawback = "60d"
+daily_cap = 3
+
+[[reward]]
+name = "trial"
+action = "signup"
+referrer_plan = "free"
+referrer = { kind = "trial_days", amount = 7 }
+referee  = { kind = "trial_days", amount = 7 }
+)";
+
+void test_delivery_config(void**) {
+    Config c = parse_config(kDelivery, "worker.toml");
+    assert_true(c.stripe.enabled);
+    assert_string_equal(c.stripe.api_base.c_str(), "http://127.0.0.1:12111");  // trailing '/' dropped
+    assert_string_equal(c.stripe.api_version.c_str(), kDefaultStripeVersion);
+    assert_int_equal(c.stripe.max_attempts, 5);
+    assert_true(c.stripe.api_key.empty());  // read later, by load_secrets
+    assert_int_equal(c.webhooks.size(), 1);
+    assert_int_equal(c.webhooks[0].events.size(), 2);
+    assert_int_equal(c.webhooks_for("reward.paid").size(), 1);
+    assert_int_equal(c.webhooks_for("reward.created").size(), 0);
+    const RewardRule& r = c.rules[0];
+    assert_int_equal(r.hold_ms, 14LL * 86400 * 1000);
+    assert_int_equal(r.clawback_ms, 60LL * 86400 * 1000);
+    assert_int_equal(r.daily_cap, 3);
+    // With [stripe], a credit defaults to the customer balance; trial days are the app's.
+    assert_int_equal(static_cast<int>(r.referrer.deliver), static_cast<int>(Deliver::stripe_balance));
+    assert_int_equal(static_cast<int>(r.referee.deliver), static_cast<int>(Deliver::stripe_promotion_code));
+    assert_int_equal(static_cast<int>(c.rules[1].referrer.deliver), static_cast<int>(Deliver::app));
+    assert_int_equal(c.rules[1].clawback_ms, 90LL * 86400 * 1000);  // the default
+    // Without [stripe] everything is the app's.
+    Config plain = parse_config("", "worker.toml");
+    assert_false(plain.stripe.enabled);
+    assert_string_equal(to_string(plain.rules[0].referrer.deliver), "app");
+    // Without `events`, every event.
+    Config all = parse_config("[[webhook]]\nurl = \"http://h/x\"\nsecret_file = \"/s\"\n", "w.toml");
+    assert_int_equal(all.webhooks[0].events.size(), 6);
+}
+
+void test_delivery_config_refusals(void**) {
+    std::string e = refusal("[stripe]\napi_base = \"http://x\"\n");
+    assert_true(contains(e, "worker.toml:1: key 'stripe.api_key_file': missing"));
+    e = refusal("[stripe]\napi_key_file = \"/k\"\napi_base = \"ftp://x\"\n");
+    assert_true(contains(e, ":3: key 'stripe.api_base': bad value"));
+    e = refusal("[stripe]\napi_key_file = \"/k\"\nmax_attempts = 0\n");
+    assert_true(contains(e, ":3: key 'stripe.max_attempts': bad value 0"));
+    e = refusal("[stripe]\napi_key_file = \"/k\"\nsecret = 1\n");
+    assert_true(contains(e, "key 'stripe.secret': unknown key"));
+    e = refusal("[[webhook]]\nurl = \"http://h/x\"\nsecret_file = \"/s\"\nevents = [\"reward.lost\"]\n");
+    assert_true(contains(e, ":4: key 'webhook[0].events': bad value \"reward.lost\""));
+    e = refusal("[[webhook]]\nsecret_file = \"/s\"\n");
+    assert_true(contains(e, "key 'webhook[0].url': missing"));
+    e = refusal("[[webhook]]\nurl = \"http://h/x\"\n");
+    assert_true(contains(e, "key 'webhook[0].secret_file': missing"));
+    const std::string rule = "[[reward]]\nname = \"r\"\naction = \"subscribe\"\nreferrer_plan = \"any\"\n"
+                             "referee = { kind = \"trial_days\", amount = 1 }\n";
+    e = refusal(rule + "referrer = { kind = \"credit\", amount = 1, currency = \"usd\", deliver = \"paypal\" }\n");
+    assert_true(contains(e, ":6: key 'reward[0].referrer.deliver': bad value \"paypal\""));
+    e = refusal(rule + "referrer = { kind = \"credit\", amount = 1, currency = \"usd\", deliver = \"stripe_balance\" }\n");
+    assert_true(contains(e, "reward[0].referrer.deliver") && contains(e, "needs a [stripe] table"));
+    e = refusal(rule + "referrer = { kind = \"trial_days\", amount = 1, deliver = \"stripe_balance\" }\n");
+    assert_true(contains(e, "trial days are always delivered by the app"));
+    const std::string ok_side = "referrer = { kind = \"trial_days\", amount = 1 }\n";
+    e = refusal(rule + ok_side + "hold = \"2 weeks\"\n");
+    assert_true(contains(e, ":7: key 'reward[0].hold': bad value"));
+    e = refusal(rule + ok_side + "clawback = true\n");
+    assert_true(contains(e, ":7: key 'reward[0].clawback'"));
+    e = refusal(rule + ok_side + "daily_cap = -1\n");
+    assert_true(contains(e, ":7: key 'reward[0].daily_cap': bad value -1"));
+}
+
+void test_secret_files(void**) {
+    char dir[] = "/tmp/referral-secrets-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const std::string key = std::string(dir) + "/stripe.key";
+    Config c = parse_config("[stripe]\napi_key_file = \"" + key + "\"\n", "w.toml");
+    try {
+        load_secrets(&c);
+        fail_msg("a missing key file was accepted");
+    } catch (const ConfigError& e) {
+        assert_true(contains(e.what(), key) && contains(e.what(), "stripe.api_key_file"));
+    }
+    FILE* f = std::fopen(key.c_str(), "w");
+    std::fputs("sk_test_abc\n", f);
+    std::fclose(f);
+    load_secrets(&c);
+    assert_string_equal(c.stripe.api_key.c_str(), "sk_test_abc");  // without the newline
+    f = std::fopen(key.c_str(), "w");
+    std::fclose(f);
+    try {
+        load_secrets(&c);
+        fail_msg("an empty key file was accepted");
+    } catch (const ConfigError& e) {
+        assert_true(contains(e.what(), "is empty"));
+    }
+    std::remove(key.c_str());
+    rmdir(dir);
+}
+
 }  // namespace
 
 int main() {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_delivery_config),
+        cmocka_unit_test(test_delivery_config_refusals),
+        cmocka_unit_test(test_secret_files),
         cmocka_unit_test(test_spec_example_is_accepted),
         cmocka_unit_test(test_defaults_are_the_spec_rules),
         cmocka_unit_test(test_reward_list_replaces_defaults),
