@@ -76,6 +76,7 @@ struct RedisFigures {
     double length = 0, dead = 0;
     bool group_exists = false;
     double lag = NAN, pending = 0, consumers = 0;
+    double min_idle_s = NAN;  // the most recently active consumer's idle time
 };
 
 RedisFigures redis_figures(const Config& config) {
@@ -106,6 +107,13 @@ RedisFigures redis_figures(const Config& config) {
                 f.pending = number(field(g, "pending"));
                 f.consumers = number(field(g, "consumers"));
                 f.lag = number(field(g, "lag"));
+            }
+            if (f.group_exists && f.consumers > 0) {
+                Reply cs = redis.command({"XINFO", "CONSUMERS", config.stream, config.group});
+                for (std::size_t i = 0; cs && i < cs->elements; i++) {
+                    double idle = number(field(cs->element[i], "idle")) / 1000.0;
+                    if (!std::isnan(idle) && (std::isnan(f.min_idle_s) || idle < f.min_idle_s)) f.min_idle_s = idle;
+                }
             }
         }
     } catch (const RedisError& e) {
@@ -138,6 +146,10 @@ void handle_metrics(Context& ctx, httplib::Response& res) {
             t.sample("referral_consumer_group_pending" + group, r.pending);
             t.family("referral_consumer_group_consumers", "gauge", "Consumers of the group.");
             t.sample("referral_consumer_group_consumers" + group, r.consumers);
+            t.family("referral_consumer_group_min_idle_seconds", "gauge",
+                     "Since the group's most recently active consumer last read (grows while no worker runs; "
+                     "NaN without consumers).");
+            t.sample("referral_consumer_group_min_idle_seconds" + group, r.min_idle_s);
         }
     } else {
         log(LogLevel::warn, "metrics: Redis at %s: %s", ctx.config.redis.c_str(), r.error.c_str());

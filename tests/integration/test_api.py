@@ -5,6 +5,7 @@ API and dashboard"). Rows come from referralctl and from the worker
 applying events XADDed to a real Redis."""
 
 import datetime
+import math
 import subprocess
 import threading
 import uuid
@@ -419,6 +420,9 @@ def test_metrics_from_redis_and_the_database(api, db, redis, stream):
     group = '{group="referral-workers"}'
     assert m[f"referral_consumer_group_lag{group}"] == 0
     assert m[f"referral_consumer_group_pending{group}"] == 0
+    # `referral-worker --once` leaves no consumer behind: nobody is reading
+    assert m[f"referral_consumer_group_consumers{group}"] == 0
+    assert math.isnan(m[f"referral_consumer_group_min_idle_seconds{group}"])
     # three new events the worker has not read yet: the lag grows
     for _ in range(3):
         c.cmd(*xadd_args(stream, event_fields("click", code="nope")))
@@ -429,6 +433,8 @@ def test_metrics_from_redis_and_the_database(api, db, redis, stream):
     assert m["referral_stream_length"] == 7
     assert m[f"referral_consumer_group_lag{group}"] == 1
     assert m[f"referral_consumer_group_pending{group}"] == 2
+    assert m[f"referral_consumer_group_consumers{group}"] == 1
+    assert m[f"referral_consumer_group_min_idle_seconds{group}"] >= 0
     assert m['referral_rewards{status="available"}'] == 4
     db.query("UPDATE referral_reward SET status = 'review', reason = 'daily_cap' WHERE id IN"
              " (SELECT min(id) FROM referral_reward)")
