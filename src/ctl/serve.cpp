@@ -145,6 +145,7 @@ bool is_dashboard(const std::vector<std::string>& seg) {
 }  // namespace
 
 int serve(const ServeOptions& opt, const Config& config, const DatabaseUrl& database) {
+    set_log_name("referralctl-serve");
     std::string host;
     int port;
     if (!parse_listen(opt.listen, &host, &port)) {
