@@ -380,7 +380,8 @@ int main(int argc, char** argv) {
     app.add_option("--database", database,
                    "sqlite:///path/file.db, a plain path, or postgresql://... (default: $REFERRAL_DATABASE, "
                    "then the config's)");
-    app.add_option("--config", config_file, "the worker's TOML file: database, webhooks, reward rules, link_base; serve: redis, stream, group");
+    app.add_option("--config", config_file,
+                   "the worker's TOML file: database, webhooks, reward rules, link_base (serve: redis, stream, group)");
     app.add_flag("--json", g_json, "print JSON");
 
     auto* migrate = app.add_subcommand("migrate", "create or upgrade the schema");

@@ -18,7 +18,7 @@ LINK_BASE = "https://example.com/r/"
 
 class ApiServer:
     def __init__(self, tmpdir, db_url, redis_url="redis://127.0.0.1:1", stream="referral:events",
-                 group="referral-workers", link_base=LINK_BASE, extra_args=()):
+                 group="referral-workers", link_base=LINK_BASE, extra_args=(), extra_config=""):
         self.token = secrets.token_hex(24)
         self.dir = tmpdir
         self.token_file = os.path.join(tmpdir, "api.token")
@@ -29,6 +29,7 @@ class ApiServer:
             f.write(f'redis = "{redis_url}"\nstream = "{stream}"\ngroup = "{group}"\n')
             if link_base:
                 f.write(f'link_base = "{link_base}"\n')
+            f.write(extra_config)
         self.port = free_port()
         self.log_path = os.path.join(tmpdir, f"serve-{self.port}.log")
         self.argv = [CTL, "--config", self.config, "--database", db_url, "serve",

@@ -5,6 +5,7 @@ API and dashboard"). Rows come from referralctl and from the worker
 applying events XADDed to a real Redis."""
 
 import datetime
+import json
 import math
 import subprocess
 import threading
@@ -277,6 +278,33 @@ def test_redeem(api, db, redis, stream):
         assert db.query(f"SELECT status FROM referral_reward WHERE id = {other}") == [(st,)]
     db.query(f"UPDATE referral_reward SET status = 'available' WHERE id = {other}")
     assert api.post(f"/v1/rewards/{other}/redeem")[0] == 200
+
+def test_redeem_tells_the_application_by_webhook(tmp, db, redis, stream):
+    """A redeem through the API is the lifecycle's: the config's webhooks
+    get reward.redeemed, queued in the same transaction."""
+    with open(tmp + "/hook.secret", "w") as f:
+        f.write("whsec_test_secret_0123456789\n")
+    hook = f"""
+[[webhook]]
+url = "http://127.0.0.1:1/hooks/referral"
+secret_file = "{tmp}/hook.secret"
+events = ["reward.redeemed"]
+"""
+    earn(db, redis, stream)
+    rid = reward_ids(db, "alice")[0]
+    s = ApiServer(tmp, db.url, redis_url=redis.url, stream=stream, extra_config=hook).start()
+    try:
+        assert s.post(f"/v1/rewards/{rid}/redeem")[0] == 200
+        assert s.post(f"/v1/rewards/{rid}/redeem")[0] == 409
+    finally:
+        s.stop()
+    rows = db.query("SELECT reward_id, target, operation, endpoint, state FROM referral_delivery")
+    assert rows == [(str(rid), "webhook", "reward.redeemed", "http://127.0.0.1:1/hooks/referral", "queued")]
+    payload = db.query("SELECT payload FROM referral_delivery")[0][0]
+    body = json.loads(payload)
+    assert body["type"] == "reward.redeemed" and body["data"]["object"]["id"] == rid
+    assert body["data"]["object"]["status"] == "redeemed"
+
 
 def test_redeem_errors(api):
     status, _, body = api.post("/v1/rewards/999999/redeem")
