@@ -223,6 +223,7 @@ def test_invite_page_reads_the_api(stack):
     b.open(f"http://127.0.0.1:{s.nginx.port}/")
     b.wait_for("document.getElementById('invite-link') !== null")
     assert b.eval("document.getElementById('invite-link').getAttribute('href')") == "/invite?user=alice"
+    b.screenshot(os.path.join(ARTIFACTS, f"demo-home-{s.backend}.png"))
     b.eval("document.getElementById('invite-link').click()")
     b.wait_for("document.body.dataset.ready === '1'")
     assert b.eval("location.pathname + location.search") == "/invite?user=alice"
