@@ -19,7 +19,10 @@ PACKAGES=(
   python3 python3-pytest python3-psycopg2 python3-stripe
   wrk curl procps
   debhelper dpkg-dev help2man systemd
+  libcpp-httplib-dev nodejs chromium python3-websocket
 )
+# npm: Debian's package, unless a Node.js build that ships its own is installed.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 install_packages() {
   local missing=()
@@ -37,6 +40,14 @@ install_packages() {
   $sudo service redis-server stop >/dev/null 2>&1 || true
 }
 
+# The dashboard's chart library, from the npm registry, exactly as
+# package-lock.json pins it (embedded into referralctl by CMake).
+dashboard_deps() {
+  local d="$ROOT/src/ctl/dashboard"
+  [ "$d/node_modules/.package-lock.json" -nt "$d/package-lock.json" ] && return 0
+  (cd "$d" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 build() { # build DIR [cmake args...]
   local dir=$1; shift
   cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
@@ -45,6 +56,7 @@ build() { # build DIR [cmake args...]
 
 cmd=${1:-build}
 install_packages
+dashboard_deps
 build "$ROOT/build"
 
 case "$cmd" in

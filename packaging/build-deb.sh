@@ -23,6 +23,9 @@ if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 else # an unpacked tarball: nothing is ignored there
   (cd "$root" && cp -r --parents -t "$stage/src" "${sources[@]}")
 fi
+# referralctl embeds the dashboard's chart library, which npm installed
+# (./build.sh runs npm ci) under the git-ignored node_modules/.
+(cd "$root" && cp -r --parents -t "$stage/src" src/ctl/dashboard/node_modules)
 cp -r "$here/debian" "$stage/src/"
 
 # -b: binary packages only; -uc -us: unsigned. Output lands in $stage.

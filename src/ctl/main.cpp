@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/code.h"
+#include "ctl/render.h"
+#include "ctl/serve.h"
 #include "worker/config.h"
 #include "worker/lifecycle.h"
 #include "worker/reward_json.h"
@@ -15,12 +17,13 @@
 #include "worker/util.h"
 
 using namespace referral::worker;
+using referral::ctl::code_json;
 using json = nlohmann::json;
 
 namespace {
 
 bool g_json = false;
-Config g_config;  // --config: webhooks (written with the changes they report), labels, rules
+Config g_config;  // --config: webhooks (written with the changes they report), labels, rules, link_base
 
 // A refusal: printed (as {"error": ...} with --json), exit status 1.
 struct Failure {
@@ -65,7 +68,7 @@ std::int64_t parse_id(const std::string& text, const char* what) {
 }
 
 void check_label(const std::string& label) {
-    if (label.size() > 64 || clean_text(label, 64) != label || label.find('\t') != std::string::npos) {
+    if (!referral::ctl::valid_label(label)) {
         throw Failure{"bad label: expected at most 64 printable characters", "bad_label"};
     }
 }
@@ -81,17 +84,6 @@ std::unique_ptr<Store> open(const std::string& url_text, bool create) {
     } catch (const DbError& e) {
         throw Failure{e.what(), "database"};
     }
-}
-
-json code_json(const CodeInfo& c) {
-    auto opt = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
-    return json{{"id", c.id},
-                {"user", c.user_id},
-                {"code", c.code},
-                {"label", c.label},
-                {"created_at", c.created_at},
-                {"expires_at", opt(c.expires_at)},
-                {"revoked_at", opt(c.revoked_at)}};
 }
 
 std::string pad(const std::string& s, std::size_t width) {
@@ -145,11 +137,13 @@ int cmd_code_create(const std::string& db, const std::string& user, const std::s
         return made;
     });
     if (g_json) {
-        json j = code_json(c);
+        json j = code_json(c, g_config.link_base);
         j["created"] = created;
         print_json(j);
     } else {
+        // The code alone on the first line (scripts read it), the link next.
         std::cout << c.code << "\n";
+        if (!g_config.link_base.empty()) std::cout << g_config.link_base << c.code << "\n";
     }
     return 0;
 }
@@ -165,13 +159,15 @@ int cmd_code_show(const std::string& db, const std::string& user) {
     }
     if (g_json) {
         json arr = json::array();
-        for (const auto& c : codes) arr.push_back(code_json(c));
+        for (const auto& c : codes) arr.push_back(code_json(c, g_config.link_base));
         print_json({{"user", user}, {"codes", arr}});
         return 0;
     }
-    std::cout << pad("CODE", 42) << pad("LABEL", 20) << "CREATED\n";
+    bool links = !g_config.link_base.empty();
+    std::cout << pad("CODE", 42) << pad("LABEL", 20) << (links ? pad("CREATED", 22) + "LINK" : "CREATED") << "\n";
     for (const auto& c : codes) {
-        std::cout << pad(c.code, 42) << pad(c.label.empty() ? "(primary)" : c.label, 20) << c.created_at << "\n";
+        std::cout << pad(c.code, 42) << pad(c.label.empty() ? "(primary)" : c.label, 20)
+                  << (links ? pad(c.created_at, 22) + g_config.link_base + c.code : c.created_at) << "\n";
     }
     return 0;
 }
@@ -364,7 +360,7 @@ int cmd_code_revoke(const std::string& db, const std::string& code) {
     if (!c) throw Failure{"no referral code " + code, "unknown_code"};
     if (!done) throw Failure{"code " + code + " was already revoked on " + c->revoked_at, "already_revoked"};
     if (g_json) {
-        print_json(code_json(*c));
+        print_json(code_json(*c, g_config.link_base));
     } else {
         std::cout << "revoked " << code << " (" << c->user_id << "): clicks on it still count, it links no one\n";
     }
@@ -434,7 +430,8 @@ int main(int argc, char** argv) {
     app.add_option("--database", database,
                    "sqlite:///path/file.db, a plain path, or postgresql://... (default: $REFERRAL_DATABASE, "
                    "then the config's)");
-    app.add_option("--config", config_file, "the worker's TOML file: database, webhooks, reward rules");
+    app.add_option("--config", config_file,
+                   "the worker's TOML file: database, webhooks, reward rules, link_base (serve: redis, stream, group)");
     app.add_flag("--json", g_json, "print JSON");
 
     auto* migrate = app.add_subcommand("migrate", "create or upgrade the schema");
@@ -474,6 +471,12 @@ int main(int argc, char** argv) {
     auto* review_reject = review->add_subcommand("reject", "refuse a reward in review (final)");
     review_reject->add_option("ID", reward_id, "the reward's id")->required();
     review_reject->add_option("--reason", reason, "why, kept in the reward's reason");
+    referral::ctl::ServeOptions serve_opts;
+    auto* serve = app.add_subcommand("serve", "the HTTP API, /metrics and the dashboard");
+    serve->add_option("--listen", serve_opts.listen, "HOST:PORT (default 127.0.0.1:8082)");
+    serve->add_option("--token-file", serve_opts.token_file, "file holding the API token")->required();
+    serve->add_option("--dashboard-dir", serve_opts.dashboard_dir,
+                      "serve the dashboard's files from this directory (src/ctl/dashboard) instead of the copy built in");
 
     try {
         app.parse(argc, argv);
@@ -508,6 +511,12 @@ int main(int argc, char** argv) {
         if (review_approve->parsed()) return cmd_review_decide(database, reward_id, true, "");
         if (review_reject->parsed()) return cmd_review_decide(database, reward_id, false, reason);
         if (review->parsed()) return cmd_review_list(database);
+        if (serve->parsed()) {
+            DatabaseUrl url;
+            std::string err;
+            if (!parse_database_url(database, &url, &err)) throw Failure{"--database: " + err, "bad_database"};
+            return referral::ctl::serve(serve_opts, g_config, url);
+        }
     } catch (const Failure& f) {
         std::fprintf(stderr, "referralctl: %s\n", f.message.c_str());
         if (g_json) {

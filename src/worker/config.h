@@ -53,14 +53,19 @@ bool rule_applies(const RewardRule& rule, std::string_view action,
 // "$10.00 credit", "€5.50 credit", "12.00 CHF credit", "7 extra trial days".
 std::string reward_label(GrantKind kind, std::int64_t amount, std::string_view currency);
 
-// redis://[[user]:password@]host[:port][/db]  or  unix:/path
+// redis://[[user]:password@]host[:port][/db], unix:/path, or
+// redis-sentinel://[:password@]host:port[,host:port...][/db]#service
 struct RedisAddress {
     std::string host;       // empty for a unix socket
     int port = 6379;
     std::string unix_path;  // empty for TCP
     std::string user;
-    std::string password;
+    std::string password;   // the primary's (Sentinels are asked without one)
     int db = 0;
+    // Sentinels, asked in order for the current primary of `service` on
+    // every (re)connect; empty for a plain address.
+    std::vector<std::pair<std::string, int>> sentinels;
+    std::string service;
 };
 bool parse_redis_url(std::string_view url, RedisAddress* out, std::string* err);
 // The address for logs: the password is never shown.
@@ -126,6 +131,9 @@ struct Config {
     std::int64_t retention_ms = 0;    // 0: keep responses' ip, user agent and URLs
     std::int64_t retain_ms = 0;       // 0: never trim the stream
     bool database_from_file = false;
+    // Sharing links are link_base + code ("https://example.com/r/"); empty:
+    // codes are shown without a link.
+    std::string link_base;
 
     const RewardRule* rule(std::string_view name) const;
     // Endpoints subscribed to `event` ("reward.paid", ...).
@@ -142,6 +150,9 @@ struct ConfigError : std::runtime_error {
 Config parse_config(const std::string& text, const std::string& name);
 Config load_config(const std::string& path);
 
+// An absolute http(s) URL prefix of at most 512 printable characters
+// without spaces, quotes or angle brackets (it is shown in pages and JSON).
+bool valid_link_base(std::string_view s) noexcept;
 // Reads the Stripe key and webhook secrets named by the config (the files'
 // content without a trailing newline). Throws ConfigError naming the file
 // when one is missing, unreadable or empty; the content is never logged.

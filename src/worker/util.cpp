@@ -122,9 +122,11 @@ std::string clean_text(std::string_view in, std::size_t max) {
 
 namespace {
 LogLevel g_level = LogLevel::info;
+const char* g_name = "referral-worker";
 }
 
 void set_log_level(LogLevel level) noexcept { g_level = level; }
+void set_log_name(const char* program) noexcept { g_name = program; }
 
 void log(LogLevel level, const char* fmt, ...) {
     if (level < g_level) return;
@@ -140,8 +142,8 @@ void log(LogLevel level, const char* fmt, ...) {
     gmtime_r(&tv.tv_sec, &tm);
     char when[32];
     std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    std::fprintf(stderr, "%s.%03dZ referral-worker [%s] %s\n", when,
-                 static_cast<int>(tv.tv_usec / 1000), names[static_cast<int>(level)], msg);
+    std::fprintf(stderr, "%s.%03dZ %s [%s] %s\n", when, static_cast<int>(tv.tv_usec / 1000), g_name,
+                 names[static_cast<int>(level)], msg);
 }
 
 }  // namespace referral::worker

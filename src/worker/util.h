@@ -28,6 +28,8 @@ std::string clean_text(std::string_view in, std::size_t max);
 
 enum class LogLevel { debug, info, warn, error };
 void set_log_level(LogLevel level) noexcept;
+// The program named in every line (default "referral-worker").
+void set_log_name(const char* program) noexcept;
 void log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace referral::worker

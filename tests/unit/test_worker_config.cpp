@@ -240,6 +240,25 @@ void test_database_urls(void**) {
     assert_false(parse_database_url("sqlite://", &d, &err));
 }
 
+void test_link_base(void**) {
+    assert_true(parse_config("", "worker.toml").link_base.empty());
+    assert_string_equal(parse_config("link_base = \"https://example.com/r/\"\n", "worker.toml").link_base.c_str(),
+                        "https://example.com/r/");
+    assert_string_equal(parse_config("link_base = \"http://127.0.0.1:8080/?ref=\"\n", "w").link_base.c_str(),
+                        "http://127.0.0.1:8080/?ref=");
+    // not a URL, another scheme, markup, spaces, a bare scheme: refused with key and line
+    for (const char* bad : {"example.com/r/", "javascript:alert(1)//", "https://x/<script>", "https://x/ r/",
+                            "https://", "ftp://example.com/"}) {
+        std::string m = refusal(std::string("batch = 1\nlink_base = \"") + bad + "\"\n");
+        assert_true(contains(m, "worker.toml:2"));
+        assert_true(contains(m, "'link_base'"));
+        assert_true(contains(m, "bad value"));
+    }
+    std::string m = refusal("link_base = 1\n");
+    assert_true(contains(m, "'link_base'") && contains(m, "expected a string"));
+    assert_false(valid_link_base("https://example.com/" + std::string(600, 'a')));
+}
+
 void test_durations(void**) {
     std::int64_t ms;
     assert_true(parse_duration_ms("30d", &ms));
@@ -418,6 +437,7 @@ int main() {
         cmocka_unit_test(test_redis_urls),
         cmocka_unit_test(test_database_urls),
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_link_base),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
