@@ -11,6 +11,7 @@
 #   bench/worker.sh [SIZE...]          (default: 10000 100000 1000000)
 #   REFERRAL_BUILD_DIR=build-worker bench/worker.sh
 #   BENCH_BATCHES="500 5000"           (worker --batch values; 500 is the default)
+#   BENCH_WORKERS="1 2 4"              (workers in one group into one PostgreSQL)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${REFERRAL_BUILD_DIR:-$ROOT/build}
@@ -115,6 +116,31 @@ PY
   [ "$stored" -eq "$n" ] || { echo "bench/worker.sh: stored $stored of $n" >&2; exit 1; }
 }
 
+run_many() { # BACKEND N WORKERS: that many workers --once in one consumer group, on one database
+  local backend=$1 n=$2 workers=$3 db t0 t1 stored pids=()
+  db=$(fresh_db "$backend")
+  t0=$(date +%s.%N)
+  for i in $(seq "$workers"); do
+    "$WORKER" --once --redis "redis://127.0.0.1:$REDIS_PORT" --database "$db" \
+      --group "bench-$backend-x$workers" --consumer "w$i" 2>"$TMP/worker-$i.log" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || { cat "$TMP"/worker-*.log >&2; exit 1; }; done
+  t1=$(date +%s.%N)
+  stored=$("$CTL" --json --database "$db" stats |
+           python3 -c 'import json,sys; r=json.load(sys.stdin)["referrers"]; print(r[0]["clicks"] if r else 0)')
+  python3 - "$backend" "$n" "$workers" "$t0" "$t1" "$stored" <<'PY'
+import sys
+backend, n, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t0, t1, stored = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+s = t1 - t0
+print(f"{backend:<11} {n:>9} events  {w} worker(s)  {s:8.2f} s  {n / s:>10,.0f} events/s  stored {stored}")
+PY
+  [ "$stored" -eq "$n" ] || { echo "bench/worker.sh: stored $stored of $n" >&2; exit 1; }
+}
+
+read -r -a WORKER_COUNTS <<<"${BENCH_WORKERS:-1 2 4}"
+
 echo "referral-worker --once draining click events for one known code"
 for n in "${SIZES[@]}"; do
   redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
@@ -124,5 +150,9 @@ for n in "${SIZES[@]}"; do
     for batch in "${BATCHES[@]}"; do
       run_one "$backend" "$n" "$batch"
     done
+  done
+  # Several workers in one group into one PostgreSQL (batch 500).
+  for w in "${WORKER_COUNTS[@]}"; do
+    run_many postgresql "$n" "$w"
   done
 done

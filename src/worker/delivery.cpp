@@ -109,6 +109,7 @@ bool DeliveryLoop::retention() {
     store_->begin();
     // Conversions kept for a signup that never came, past the window.
     store_->drop_early_before(format_db_time(now_ms() - config_.window_ms - 86400LL * 1000));
+    if (config_.click_dedup_ms > 0) store_->drop_clicks_before(format_db_time(now_ms() - config_.click_dedup_ms - 3600000));
     std::int64_t n = config_.retention_ms > 0
                          ? store_->apply_retention(format_db_time(now_ms() - config_.retention_ms), kBatch)
                          : 0;

@@ -278,6 +278,7 @@ void Processor::apply_click(Store& store, const Event& ev, Counters* c) {
         }
         if (last_clicks_.size() > 100000) last_clicks_.clear();
         last_clicks_[key] = std::max(ev.ts, it != last_clicks_.end() ? it->second : 0);
+        store.note_click(ref->id, ev.visitor, ev.created_at);
     }
     ClickRow row;
     row.event_id = ev.id;

@@ -191,9 +191,13 @@ public:
     std::int64_t drop_early_before(std::string_view before);
 
     // ---- abuse and privacy (store_abuse.cpp)
-    // A stored click of this visitor on this referral in [from, to]?
+    // The visitor's last stored click on this referral was in [from, to]?
     bool recent_click(std::int64_t referral_id, std::string_view visitor, std::string_view from,
                       std::string_view to);
+    // Records a stored click for click_dedup (the later time wins).
+    void note_click(std::int64_t referral_id, std::string_view visitor, std::string_view at);
+    // Forgets last clicks older than `before` (they can no longer dedup anything).
+    std::int64_t drop_clicks_before(std::string_view before);
     // Records that `user` was seen with `visitor` and `ip` (either may be empty).
     void saw_visitor(std::string_view user, std::string_view visitor, std::string_view ip, std::string_view at);
     bool seen_with_visitor(std::string_view user, std::string_view visitor);

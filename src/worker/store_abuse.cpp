@@ -34,6 +34,9 @@ enum Q : int {
     kDropEarly,
     kForgetEarly,
     kRetainEarly,
+    kNoteClick,
+    kDropClicks,
+    kForgetClicks,
 };
 
 std::int64_t to_int(const std::optional<std::string>& s) {
@@ -81,10 +84,22 @@ std::int64_t Store::drop_early_before(std::string_view before) {
 bool Store::recent_click(std::int64_t referral_id, std::string_view visitor, std::string_view from,
                          std::string_view to) {
     return !db_->query(kRecentClick,
-                       "SELECT 1 FROM referral_response WHERE referral_id = $1 AND visitor_id = $2"
-                       " AND created_at >= $3 AND created_at <= $4 AND action = 'click' LIMIT 1",
+                       "SELECT 1 FROM referral_click_last WHERE referral_id = $1 AND visitor_id = $2"
+                       " AND clicked_at >= $3 AND clicked_at <= $4",
                        {Param::Int(referral_id), Param::Text(visitor), Param::Text(from), Param::Text(to)})
                 .empty();
+}
+
+void Store::note_click(std::int64_t referral_id, std::string_view visitor, std::string_view at) {
+    db_->exec(kNoteClick,
+              "INSERT INTO referral_click_last (referral_id, visitor_id, clicked_at) VALUES ($1, $2, $3)"
+              " ON CONFLICT (referral_id, visitor_id) DO UPDATE SET clicked_at = excluded.clicked_at"
+              " WHERE referral_click_last.clicked_at < excluded.clicked_at",
+              {Param::Int(referral_id), Param::Text(visitor), Param::Text(at)});
+}
+
+std::int64_t Store::drop_clicks_before(std::string_view before) {
+    return db_->exec(kDropClicks, "DELETE FROM referral_click_last WHERE clicked_at < $1", {Param::Text(before)});
 }
 
 void Store::saw_visitor(std::string_view user, std::string_view visitor, std::string_view ip, std::string_view at) {
@@ -183,6 +198,7 @@ Forgotten Store::forget(std::string_view user) {
         f.responses += db_->exec(kForgetDeviceResponses, (std::string(clear) + " WHERE visitor_id = $1").c_str(),
                                  {Param::Text(v)});
         f.visitors += db_->exec(kForgetDevice, "DELETE FROM referral_visitor WHERE visitor_id = $1", {Param::Text(v)});
+        db_->exec(kForgetClicks, "DELETE FROM referral_click_last WHERE visitor_id = $1", {Param::Text(v)});
     }
     return f;
 }
