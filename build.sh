@@ -73,6 +73,8 @@ case "$cmd" in
     # packages test installs (then purges) the packages made here.
     "$ROOT/packaging/build-deb.sh" "$ROOT/build"
     (cd "$ROOT/build" && ctest --output-on-failure)
+    # The module on nginx 1.24 to mainline, built by nginx's own build.
+    "$ROOT/tests/nginx-versions.sh"
     ;;
   deb) "$ROOT/packaging/build-deb.sh" "$ROOT/build" ;;
   run) exec "$ROOT/tools/run-stack.sh" ;;

@@ -59,10 +59,16 @@ ngx_int_t init_module(ngx_cycle_t* cycle) noexcept {
 }
 
 ngx_int_t init_process(ngx_cycle_t* cycle) noexcept {
+    if (ngx_process == NGX_PROCESS_WORKER || ngx_process == NGX_PROCESS_SINGLE) {
+        claim_counters_slot(cycle->log);
+    }
     return delivery_init_process(cycle);
 }
 
-void exit_process(ngx_cycle_t* cycle) noexcept { delivery_exit_process(cycle); }
+void exit_process(ngx_cycle_t* cycle) noexcept {
+    delivery_exit_process(cycle);
+    release_counters_slot();
+}
 
 ngx_http_module_t module_ctx = {
     nullptr,            // preconfiguration

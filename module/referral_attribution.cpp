@@ -4,16 +4,16 @@
 // at that moment.
 #include <string_view>
 
+#include "core/attribution.h"
 #include "core/code.h"
 #include "core/event.h"
 #include "core/random.h"
+#include "referral_compat.h"
 #include "referral_events.h"
 #include "referral_module.h"
 
 namespace referral_ngx {
 namespace {
-
-constexpr int kMaxCookieCandidates = 4;
 
 ngx_str_t copy(ngx_pool_t* pool, std::string_view s) {
     ngx_str_t out = ngx_null_string;
@@ -50,92 +50,79 @@ bool make_set_cookie(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx,
     return true;
 }
 
+// Reads what the request carries, lets referral::decide() rule, and acts on
+// the decision: copies, the visitor id, the cookie, the click.
 void compute(ngx_http_request_t* r, const LocConf* lcf, RequestCtx* ctx) {
     // Not cached where referral is off: a variable read with the server's
     // configuration must not decide for the location that has it on.
     if (!lcf->enable || lcf->keys == nullptr) return;
     ctx->computed = true;
 
+    // referral_skip: nothing is read, set or recorded.
+    const bool skip = lcf->skip != nullptr && ngx_http_test_predicates(r, lcf->skip) == NGX_DECLINED;
+    if (skip) {
+        count(&Counters::skipped);
+        ctx->status = referral::decide(true, referral::CodeSeen::absent, referral::CookieSeen::absent,
+                                       referral::AttributionMode::first).status;
+        return;
+    }
+
     const std::int64_t now = now_ms();
     const std::int64_t window_ms = static_cast<std::int64_t>(lcf->window) * 1000;
 
     ngx_str_t carried = ngx_null_string;
-    bool code_valid = false, code_invalid = false;
+    referral::CodeSeen code_seen = referral::CodeSeen::absent;
     ngx_int_t rc = lcf->code_is_arg_ref
                        ? ngx_http_arg(r, reinterpret_cast<u_char*>(const_cast<char*>("ref")), 3, &carried)
                        : ngx_http_complex_value(r, lcf->code, &carried);
     if (rc == NGX_OK && carried.len > 0) {
-        code_valid = referral::is_valid_code(view(carried));
-        code_invalid = !code_valid;
-        if (code_invalid) count(&Counters::invalid_codes);
+        code_seen = referral::is_valid_code(view(carried)) ? referral::CodeSeen::valid
+                                                           : referral::CodeSeen::invalid;
+        if (code_seen == referral::CodeSeen::invalid) count(&Counters::invalid_codes);
     }
 
-    // The first valid cookie of our name wins; a browser may hold several
-    // (other Domain or Path). A few at most are looked at.
-    referral::CookieClaims claims{};
-    bool cookie_valid = false, cookie_rejected = false;
-    referral::CookieStatus rejected_why = referral::CookieStatus::valid;
-    int candidates = 0;
     const auto* keys = static_cast<const referral::Key*>(lcf->keys->elts);
-    auto** cookies = static_cast<ngx_table_elt_t**>(r->headers_in.cookies.elts);
-    for (ngx_uint_t i = 0; i < r->headers_in.cookies.nelts && !cookie_valid; i++) {
-        cookie_valid = referral::for_each_cookie(
-            view(cookies[i]->value), view(lcf->cookie_name), [&](std::string_view value) {
-                if (++candidates > kMaxCookieCandidates) return true;
-                referral::CookieStatus st = referral::verify_cookie(
-                    value, keys, lcf->keys->nelts, now, window_ms, &claims);
-                if (st != referral::CookieStatus::valid) rejected_why = st;
-                return st == referral::CookieStatus::valid;
-            });
-        if (candidates > kMaxCookieCandidates) cookie_valid = false;
-    }
-    if (!cookie_valid && candidates > 0) {
-        cookie_rejected = true;
+    referral::CookieScan scan(keys, lcf->keys->nelts, now, window_ms);
+    for_each_cookie_header(r, [&](std::string_view header) {
+        return referral::for_each_cookie(header, view(lcf->cookie_name),
+                                         [&](std::string_view value) { return scan.offer(value); });
+    });
+    const referral::CookieSeen cookie_seen = scan.result();
+    if (cookie_seen == referral::CookieSeen::rejected) {
         count(&Counters::rejected_cookies);
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0, "referral: ignored cookie \"%V\": %s",
-                      &lcf->cookie_name, referral::to_string(rejected_why));
+                      &lcf->cookie_name, referral::to_string(scan.why_rejected()));
     }
 
-    if (code_valid) {
-        std::string_view code = view(carried);
-        if (!cookie_valid) {
-            if (!referral::random_id(reinterpret_cast<char*>(ctx->visitor))) {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: RAND_bytes() failed");
-                return;
-            }
-            ctx->status = Status::fresh;
-            ctx->first_ts_ms = now;
-        } else {
-            ngx_memcpy(ctx->visitor, claims.visitor.data(), 32);
-            if (static_cast<Attribution>(lcf->attribution) == Attribution::first) {
-                ctx->status = Status::kept;
-                ctx->first_ts_ms = claims.first_ts_ms;
-                ctx->code = copy(r->pool, claims.code);
-            } else {
-                ctx->status = Status::replaced;
-                ctx->first_ts_ms = now;
-            }
-        }
-        ctx->has_visitor = true;
-        if (ctx->status != Status::kept) {
-            ctx->code = copy(r->pool, code);
-            if (!make_set_cookie(r, lcf, ctx, code)) {
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: cannot sign cookie");
-            }
-        }
-        record_event(r, "click", ctx, code, nullptr, now);
-        return;
-    }
+    const auto mode = static_cast<Attribution>(lcf->attribution) == Attribution::first
+                          ? referral::AttributionMode::first
+                          : referral::AttributionMode::last;
+    const referral::Decision d = referral::decide(false, code_seen, cookie_seen, mode);
+    const referral::CookieClaims& claims = scan.claims();
+    using referral::Source;
 
-    if (cookie_valid) {
-        ctx->status = Status::cookie;
-        ctx->code = copy(r->pool, claims.code);
+    if (d.visitor == Source::request) {
+        if (!referral::random_id(reinterpret_cast<char*>(ctx->visitor))) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: RAND_bytes() failed");
+            return;
+        }
+    } else if (d.visitor == Source::cookie) {
         ngx_memcpy(ctx->visitor, claims.visitor.data(), 32);
-        ctx->has_visitor = true;
-        ctx->first_ts_ms = claims.first_ts_ms;
-        return;
     }
-    if (code_invalid || cookie_rejected) ctx->status = Status::invalid;
+    ctx->has_visitor = d.visitor != Source::nothing;
+    ctx->status = d.status;
+    if (d.first_ts != Source::nothing) {
+        ctx->first_ts_ms = d.first_ts == Source::request ? now : claims.first_ts_ms;
+    }
+    if (d.code != Source::nothing) {
+        ctx->code = copy(r->pool, d.code == Source::request ? view(carried) : claims.code);
+    }
+    if (d.set_cookie && !make_set_cookie(r, lcf, ctx, view(carried))) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: cannot sign cookie");
+    }
+    // The click carries the code of the link followed, whoever holds the
+    // attribution.
+    if (d.click) record_event(r, "click", ctx, view(carried), nullptr, now);
 }
 
 ngx_int_t get_variable(ngx_http_request_t* r, ngx_http_variable_value_t* v, uintptr_t data) noexcept {
@@ -156,10 +143,9 @@ ngx_int_t get_variable(ngx_http_request_t* r, ngx_http_variable_value_t* v, uint
             }
             break;
         case 2: {
-            static const ngx_str_t names[] = {
-                ngx_string(""), ngx_string("new"), ngx_string("kept"),
-                ngx_string("replaced"), ngx_string("cookie"), ngx_string("invalid")};
-            value = names[static_cast<ngx_uint_t>(ctx->status)];
+            const char* name = referral::to_string(ctx->status);
+            value.data = reinterpret_cast<u_char*>(const_cast<char*>(name));
+            value.len = ngx_strlen(name);
             break;
         }
     }
@@ -225,9 +211,10 @@ RequestCtx* attribution(ngx_http_request_t* r) noexcept {
     try {
         compute(main, lcf, ctx);
     } catch (...) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: attribution failed");
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: attribution failed: %s",
+                      exception_message());
     }
-    if (ctx->status != Status::none) {
+    if (ctx->status != referral::AttributionStatus::none) {
         // Only an attribution worth keeping (a click may have been
         // recorded) is hung on the pool for internal redirects to find.
         ngx_pool_cleanup_t* cln = ngx_pool_cleanup_add(main->pool, 0);

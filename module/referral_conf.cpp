@@ -1,6 +1,9 @@
-// Directives, configuration structures and their merge: defaults live in the
-// merge functions, static cookie attributes are rendered once here, and key
-// files are read here, in the master, before workers drop privileges.
+// Directives, configuration structures and their merge. nginx's own slots
+// parse (flag, enum, bitmask, size, sec, str, predicates); each value is
+// checked by the directive's post handler, so `nginx -t` names the line at
+// fault, in nginx's wording; merge functions only fill in defaults, render
+// the static cookie attributes once, and check what `referral on` needs.
+// Key files are read here, in the master, before workers drop privileges.
 #include <new>
 
 #include "core/hmac.h"
@@ -13,10 +16,21 @@ constexpr size_t kMaxKeyFileLen = 4096;
 constexpr time_t kDefaultWindow = 30 * 24 * 3600;
 constexpr time_t kMaxWindow = 3650 * 24 * 3600;  // keeps window * 1000 far from overflow
 
+const char* const kBadValue = "invalid value \"%V\" in \"%V\" directive, %s";
+
+// The usual nginx message for a value that parsed but is out of bounds.
+char* bad_value(ngx_conf_t* cf, const char* must) {
+    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[cf->args->nelts - 1], &value[0], must);
+    return static_cast<char*>(NGX_CONF_ERROR);
+}
+
 void free_prepared_key(void* data) noexcept {
     delete static_cast<referral::HmacSha256*>(data);
 }
 
+// Reads the whole key file now, in the master, with the system call's own
+// message on failure (as nginx words ssl_certificate's).
 char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     auto* lcf = static_cast<LocConf*>(conf);
     ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
@@ -33,8 +47,7 @@ char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     file.log = cf->log;
     file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"referral_secret\": cannot open key file \"%V\"", &name);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, ngx_open_file_n " \"%s\" failed", name.data);
         return static_cast<char*>(NGX_CONF_ERROR);
     }
     char* rv = static_cast<char*>(NGX_CONF_ERROR);
@@ -42,23 +55,25 @@ char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     u_char* buf = nullptr;
     ssize_t n = 0;
     if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"referral_secret\": cannot stat key file \"%V\"", &name);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, ngx_fd_info_n " \"%s\" failed", name.data);
         goto done;
     }
     if (ngx_file_size(&fi) < static_cast<off_t>(referral::kMinKeyLen) ||
         ngx_file_size(&fi) > static_cast<off_t>(kMaxKeyFileLen)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"referral_secret\": key file \"%V\" must hold %uz to %uz bytes, it has %O",
-                           &name, referral::kMinKeyLen, kMaxKeyFileLen, ngx_file_size(&fi));
+                           "key file \"%s\" in \"referral_secret\" directive has %O bytes, "
+                           "it must have %uz to %uz",
+                           name.data, ngx_file_size(&fi), referral::kMinKeyLen, kMaxKeyFileLen);
         goto done;
     }
     buf = static_cast<u_char*>(ngx_pnalloc(cf->pool, ngx_file_size(&fi)));
     if (buf == nullptr) goto done;
     n = ngx_read_file(&file, buf, ngx_file_size(&fi), 0);
     if (n != ngx_file_size(&fi)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"referral_secret\": cannot read key file \"%V\"", &name);
+        if (n != NGX_ERROR) {  // ngx_read_file() logged its own error
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, ngx_read_file_n " \"%s\" returned only %z bytes",
+                               name.data, n);
+        }
         goto done;
     }
     {
@@ -71,8 +86,8 @@ char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
         try {
             k->prepared = new referral::HmacSha256(buf, k->len);
         } catch (...) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"referral_secret\": cannot set up HMAC-SHA256 for \"%V\"", &name);
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "cannot set up HMAC-SHA256 for \"%s\": %s",
+                               name.data, exception_message());
             goto done;
         }
         // The key schedule lives as long as the configuration that owns it.
@@ -82,7 +97,7 @@ char* set_secret(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     rv = NGX_CONF_OK;
 done:
     if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno, ngx_close_file_n " \"%V\" failed", &name);
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno, ngx_close_file_n " \"%s\" failed", name.data);
     }
     return rv;
 }
@@ -107,8 +122,8 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
         u.no_resolve = 0;
         if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid address \"%V\" in \"referral_redis\"%s%s: "
-                               "expected host:port or unix:/path", &addr,
+                               "invalid value \"%V\" in \"referral_redis\" directive%s%s, "
+                               "it must be host:port or unix:/path", &addr,
                                u.err ? ": " : "", u.err ? u.err : "");
             return static_cast<char*>(NGX_CONF_ERROR);
         }
@@ -127,7 +142,8 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
         if (ngx_strncmp(value[i].data, "password=", 9) == 0 && value[i].len > 9) {
             if (mcf->redis_password.len > 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate password in \"referral_redis\"");
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "duplicate \"password\" in \"referral_redis\" directive");
                 return static_cast<char*>(NGX_CONF_ERROR);
             }
             mcf->redis_password.data = value[i].data + 9;
@@ -135,15 +151,15 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
         } else if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
             mcf->redis_db = ngx_atoi(value[i].data + 3, value[i].len - 3);
             if (mcf->redis_db == NGX_ERROR || mcf->redis_db > 1000000) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid db \"%V\" in \"referral_redis\"", &value[i]);
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[i], &value[0],
+                                   "it must be db=N");
                 return static_cast<char*>(NGX_CONF_ERROR);
             }
         } else {
             // Never echo a parameter back: it may be a mistyped password.
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter #%ui in \"referral_redis\": "
-                               "expected password=P or db=N", i);
+                               "invalid parameter #%ui in \"referral_redis\" directive, "
+                               "it must be password=P or db=N", i);
             return static_cast<char*>(NGX_CONF_ERROR);
         }
     }
@@ -151,72 +167,58 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     return NGX_CONF_OK;
 }
 
-char* set_cookie_flags(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
+ngx_conf_bitmask_t cookie_flags[] = {
+    {ngx_string("off"), flag_off},
+    {ngx_string("secure"), flag_secure},
+    {ngx_string("httponly"), flag_httponly},
+    {ngx_string("samesite=strict"), flag_samesite_strict},
+    {ngx_string("samesite=lax"), flag_samesite_lax},
+    {ngx_string("samesite=none"), flag_samesite_none},
+    {ngx_null_string, 0},
+};
+
+// nginx's bitmask slot parses; what it cannot express (one samesite at
+// most, "off" alone) is checked here, on the directive's own line.
+char* set_cookie_flags(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
     auto* lcf = static_cast<LocConf*>(conf);
-    if (lcf->cookie_flags != NGX_CONF_UNSET_UINT) return const_cast<char*>("is duplicate");
-    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
-    ngx_uint_t flags = 0;
-    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
-        ngx_str_t* v = &value[i];
-        ngx_uint_t f = 0;
-        if (v->len == 6 && ngx_strncasecmp(v->data, (u_char*)"secure", 6) == 0) {
-            f = flag_secure;
-        } else if (v->len == 8 && ngx_strncasecmp(v->data, (u_char*)"httponly", 8) == 0) {
-            f = flag_httponly;
-        } else if (v->len == 15 && ngx_strncasecmp(v->data, (u_char*)"samesite=strict", 15) == 0) {
-            f = flag_samesite_strict;
-        } else if (v->len == 12 && ngx_strncasecmp(v->data, (u_char*)"samesite=lax", 12) == 0) {
-            f = flag_samesite_lax;
-        } else if (v->len == 13 && ngx_strncasecmp(v->data, (u_char*)"samesite=none", 13) == 0) {
-            f = flag_samesite_none;
-        } else if (v->len == 3 && ngx_strncmp(v->data, "off", 3) == 0 && cf->args->nelts == 2) {
-            f = 0;
-        } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\" in \"referral_cookie_flags\": expected "
-                               "secure, httponly or samesite=strict|lax|none", v);
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
-        const ngx_uint_t samesite = flag_samesite_strict | flag_samesite_lax | flag_samesite_none;
-        if ((f & samesite) && (flags & samesite)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"referral_cookie_flags\" has more than one samesite value");
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
-        flags |= f;
+    if (lcf->cookie_flags != 0) return const_cast<char*>("is duplicate");
+    char* rv = ngx_conf_set_bitmask_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
+    const ngx_uint_t samesite = flag_samesite_strict | flag_samesite_lax | flag_samesite_none;
+    const ngx_uint_t f = lcf->cookie_flags;
+    if ((f & flag_off) && cf->args->nelts > 2) {
+        return bad_value(cf, "\"off\" cannot be combined with other flags");
     }
-    if ((flags & flag_samesite_none) && !(flags & flag_secure)) {
+    if ((f & samesite) != 0 && ((f & samesite) & ((f & samesite) - 1)) != 0) {
+        return bad_value(cf, "only one samesite= value is allowed");
+    }
+    if ((f & flag_samesite_none) && !(f & flag_secure)) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "\"referral_cookie_flags samesite=none\" without \"secure\": browsers "
                            "refuse such a cookie on plain http (https adds Secure anyway)");
     }
-    lcf->cookie_flags = flags;
     return NGX_CONF_OK;
 }
 
-char* set_conversion_header(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
+ngx_conf_enum_t attributions[] = {
+    {ngx_string("first"), static_cast<ngx_uint_t>(Attribution::first)},
+    {ngx_string("last"), static_cast<ngx_uint_t>(Attribution::last)},
+    {ngx_null_string, 0},
+};
+
+// `referral on|off`, remembering where it was turned on: what it requires
+// (a secret, a Redis) is only known at merge time, and the message points
+// here rather than at the end of the http block.
+char* set_enable(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
+    char* rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) return rv;
     auto* lcf = static_cast<LocConf*>(conf);
-    if (lcf->conversion_header.data != nullptr) return const_cast<char*>("is duplicate");
-    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        lcf->conversion_header.data = reinterpret_cast<u_char*>(const_cast<char*>(""));
-        lcf->conversion_header.len = 0;
-        return NGX_CONF_OK;
-    }
-    for (size_t i = 0; i < value[1].len; i++) {
-        u_char c = value[1].data[i];
-        bool token = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                     (c >= '0' && c <= '9') || c == '-' || c == '_';
-        if (!token) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid header name \"%V\" in \"referral_conversion_header\"",
-                               &value[1]);
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
-    }
-    lcf->conversion_header = value[1];
+    lcf->enable_file = cf->conf_file->file.name.data;
+    lcf->enable_line = cf->conf_file->line;
     return NGX_CONF_OK;
 }
+
+// ------------------------------------------- post handlers: value checks
 
 bool is_cookie_token(const ngx_str_t& s) {
     // RFC 6265 token: no separators, controls or spaces.
@@ -237,70 +239,146 @@ bool is_attr_value(const ngx_str_t& s) {
     return true;
 }
 
-char* set_attribution(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
-    auto* lcf = static_cast<LocConf*>(conf);
-    if (lcf->attribution != NGX_CONF_UNSET_UINT) return const_cast<char*>("is duplicate");
-    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
-    if (value[1].len == 5 && ngx_strncmp(value[1].data, "first", 5) == 0) {
-        lcf->attribution = static_cast<ngx_uint_t>(Attribution::first);
-    } else if (value[1].len == 4 && ngx_strncmp(value[1].data, "last", 4) == 0) {
-        lcf->attribution = static_cast<ngx_uint_t>(Attribution::last);
-    } else {
+char* check_cookie_name(ngx_conf_t* cf, void*, void* data) noexcept {
+    if (is_cookie_token(*static_cast<ngx_str_t*>(data))) return NGX_CONF_OK;
+    return bad_value(cf, "it must be a cookie name of 1 to 64 token characters");
+}
+
+char* check_cookie_domain(ngx_conf_t* cf, void*, void* data) noexcept {
+    if (is_attr_value(*static_cast<ngx_str_t*>(data))) return NGX_CONF_OK;
+    return bad_value(cf, "it must be 1 to 255 characters without spaces, \";\" or \",\"");
+}
+
+char* check_cookie_path(ngx_conf_t* cf, void*, void* data) noexcept {
+    auto* path = static_cast<ngx_str_t*>(data);
+    if (is_attr_value(*path) && path->data[0] == '/') return NGX_CONF_OK;
+    return bad_value(cf, "it must start with \"/\" and have no spaces, \";\" or \",\"");
+}
+
+char* check_window(ngx_conf_t* cf, void*, void* data) noexcept {
+    time_t w = *static_cast<time_t*>(data);
+    if (w > 0 && w <= kMaxWindow) return NGX_CONF_OK;
+    return bad_value(cf, "it must be more than 0 and at most 3650d");
+}
+
+char* check_conversion_header(ngx_conf_t* cf, void*, void* data) noexcept {
+    auto* name = static_cast<ngx_str_t*>(data);
+    if (name->len == 3 && ngx_strncmp(name->data, "off", 3) == 0) {
+        name->len = 0;  // data stays non-null: set here, to nothing
+        return NGX_CONF_OK;
+    }
+    bool ok = name->len > 0 && name->len <= 64;
+    for (size_t i = 0; ok && i < name->len; i++) {
+        u_char c = name->data[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '-' || c == '_';
+    }
+    if (ok) return NGX_CONF_OK;
+    return bad_value(cf, "it must be a header name or \"off\"");
+}
+
+char* check_stream(ngx_conf_t* cf, void*, void* data) noexcept {
+    size_t len = static_cast<ngx_str_t*>(data)->len;
+    if (len > 0 && len <= 256) return NGX_CONF_OK;
+    return bad_value(cf, "it must be a key of 1 to 256 bytes");
+}
+
+char* check_buffer(ngx_conf_t* cf, void*, void* data) noexcept {
+    if (*static_cast<size_t*>(data) >= 64 * 1024) return NGX_CONF_OK;
+    return bad_value(cf, "it must be at least 64k");
+}
+
+// The spool directory is created by the master when the workers start
+// (init_module); checked now so that a bad path fails `nginx -t`, and a
+// reload, on this line.
+char* check_spool(ngx_conf_t* cf, void*, void* data) noexcept {
+    auto* spool = static_cast<ngx_str_t*>(data);
+    if (spool->len == 3 && ngx_strncmp(spool->data, "off", 3) == 0) {
+        spool->len = 0;
+        return NGX_CONF_OK;
+    }
+    if (ngx_conf_full_name(cf->cycle, spool, 0) != NGX_OK) return static_cast<char*>(NGX_CONF_ERROR);
+    // NUL-terminated for the POSIX calls in the spool.
+    u_char* p = static_cast<u_char*>(ngx_pnalloc(cf->pool, spool->len + 1));
+    if (p == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+    ngx_cpystrn(p, spool->data, spool->len + 1);
+    spool->data = p;
+    ngx_file_info_t fi;
+    if (ngx_file_info(p, &fi) != NGX_FILE_ERROR) {
+        if (ngx_is_dir(&fi)) return NGX_CONF_OK;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%s\" in \"referral_spool\" directive is not a directory", p);
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    // Absent: its parent must be a directory to create it in.
+    u_char parent[NGX_MAX_PATH];
+    size_t n = spool->len;
+    while (n > 1 && p[n - 1] != '/') n--;
+    if (n > 1) n--;  // drop the slash, but keep "/" itself
+    if (n >= sizeof(parent)) return bad_value(cf, "the path is too long");
+    ngx_cpystrn(parent, p, n + 1);
+    if (ngx_file_info(parent, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno, ngx_file_info_n " \"%s\" failed", parent);
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    if (!ngx_is_dir(&fi)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid value \"%V\" in \"referral_attribution\": expected first or last",
-                           &value[1]);
+                           "\"%s\" in \"referral_spool\" directive cannot be created: \"%s\" is not a directory",
+                           p, parent);
         return static_cast<char*>(NGX_CONF_ERROR);
     }
     return NGX_CONF_OK;
 }
 
+ngx_conf_post_t post_cookie_name = {check_cookie_name};
+ngx_conf_post_t post_cookie_domain = {check_cookie_domain};
+ngx_conf_post_t post_cookie_path = {check_cookie_path};
+ngx_conf_post_t post_window = {check_window};
+ngx_conf_post_t post_conversion_header = {check_conversion_header};
+ngx_conf_post_t post_stream = {check_stream};
+ngx_conf_post_t post_buffer = {check_buffer};
+ngx_conf_post_t post_spool = {check_spool};
+
+constexpr ngx_uint_t kAnyLevel = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
 }  // namespace
 
 ngx_command_t commands[] = {
-    {ngx_string("referral"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
-     ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, enable), nullptr},
-    {ngx_string("referral_code"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+    {ngx_string("referral"), kAnyLevel | NGX_CONF_FLAG,
+     set_enable, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, enable), nullptr},
+    {ngx_string("referral_skip"), kAnyLevel | NGX_CONF_1MORE,
+     ngx_http_set_predicate_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, skip), nullptr},
+    {ngx_string("referral_code"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_http_set_complex_value_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, code), nullptr},
-    {ngx_string("referral_secret"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+    {ngx_string("referral_secret"), kAnyLevel | NGX_CONF_TAKE1,
      set_secret, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
-    {ngx_string("referral_cookie_name"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, cookie_name), nullptr},
-    {ngx_string("referral_cookie_domain"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, cookie_domain), nullptr},
-    {ngx_string("referral_cookie_path"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, cookie_path), nullptr},
-    {ngx_string("referral_cookie_flags"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE,
-     set_cookie_flags, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
-    {ngx_string("referral_window"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_sec_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, window), nullptr},
-    {ngx_string("referral_attribution"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     set_attribution, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
-    {ngx_string("referral_conversion_header"),
-     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
-     set_conversion_header, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
-    {ngx_string("referral_redis"),
-     NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
+    {ngx_string("referral_cookie_name"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, cookie_name),
+     &post_cookie_name},
+    {ngx_string("referral_cookie_domain"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, cookie_domain),
+     &post_cookie_domain},
+    {ngx_string("referral_cookie_path"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, cookie_path),
+     &post_cookie_path},
+    {ngx_string("referral_cookie_flags"), kAnyLevel | NGX_CONF_1MORE,
+     set_cookie_flags, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, cookie_flags), cookie_flags},
+    {ngx_string("referral_window"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_sec_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, window), &post_window},
+    {ngx_string("referral_attribution"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_enum_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, attribution),
+     attributions},
+    {ngx_string("referral_conversion_header"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, conversion_header),
+     &post_conversion_header},
+    {ngx_string("referral_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
      set_redis, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
-    {ngx_string("referral_stream"),
-     NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, stream), nullptr},
-    {ngx_string("referral_buffer"),
-     NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, buffer), nullptr},
-    {ngx_string("referral_spool"),
-     NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, spool), nullptr},
-    {ngx_string("referral_status"),
-     NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+    {ngx_string("referral_stream"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, stream), &post_stream},
+    {ngx_string("referral_buffer"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, buffer), &post_buffer},
+    {ngx_string("referral_spool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, spool), &post_spool},
+    {ngx_string("referral_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     ngx_null_command,
 };
@@ -313,57 +391,13 @@ void* create_main_conf(ngx_conf_t* cf) noexcept {
     return mcf;
 }
 
-char* init_main_conf(ngx_conf_t* cf, void* conf) noexcept {
+// Defaults only: every value was checked on its directive's line.
+char* init_main_conf(ngx_conf_t*, void* conf) noexcept {
     auto* mcf = static_cast<MainConf*>(conf);
     if (mcf->stream.data == nullptr) {
         ngx_str_set(&mcf->stream, "referral:events");  // a two-statement macro
     }
-    if (mcf->stream.len == 0 || mcf->stream.len > 256) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_stream\" key");
-        return static_cast<char*>(NGX_CONF_ERROR);
-    }
     ngx_conf_init_size_value(mcf->buffer, 4 * 1024 * 1024);
-    if (mcf->buffer < 64 * 1024) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"referral_buffer\" must be at least 64k");
-        return static_cast<char*>(NGX_CONF_ERROR);
-    }
-    if (mcf->spool.len == 3 && ngx_strncmp(mcf->spool.data, "off", 3) == 0) {
-        mcf->spool.len = 0;
-    }
-    if (mcf->spool.len > 0) {
-        if (ngx_conf_full_name(cf->cycle, &mcf->spool, 0) != NGX_OK) {
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
-        // NUL-terminated for the POSIX calls in the spool.
-        u_char* p = static_cast<u_char*>(ngx_pnalloc(cf->pool, mcf->spool.len + 1));
-        if (p == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
-        ngx_cpystrn(p, mcf->spool.data, mcf->spool.len + 1);
-        mcf->spool.data = p;
-        // Checked now so a bad path fails `nginx -t` and a reload cleanly;
-        // the directory itself is created when the workers start.
-        ngx_file_info_t fi;
-        if (ngx_file_info(p, &fi) == NGX_FILE_ERROR) {
-            u_char* slash = static_cast<u_char*>(ngx_strlchr(p, p + mcf->spool.len, '/'));
-            u_char* last = p + mcf->spool.len;
-            while (last > p && *(last - 1) != '/') last--;
-            ngx_str_t parent = {static_cast<size_t>(last - p > 1 ? last - p - 1 : 1), p};
-            u_char pbuf[NGX_MAX_PATH];
-            if (slash == nullptr || parent.len >= sizeof(pbuf)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_spool\" \"%s\"", p);
-                return static_cast<char*>(NGX_CONF_ERROR);
-            }
-            ngx_cpystrn(pbuf, parent.data, parent.len + 1);
-            if (ngx_file_info(pbuf, &fi) == NGX_FILE_ERROR || !ngx_is_dir(&fi)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"referral_spool\": \"%s\" cannot be created: \"%s\" is not a directory",
-                                   p, pbuf);
-                return static_cast<char*>(NGX_CONF_ERROR);
-            }
-        } else if (!ngx_is_dir(&fi)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"referral_spool\": \"%s\" is not a directory", p);
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
-    }
     return NGX_CONF_OK;
 }
 
@@ -374,7 +408,8 @@ void* create_loc_conf(ngx_conf_t* cf) noexcept {
     // cookie_attrs as null/empty, which means "not set here".
     lcf->enable = NGX_CONF_UNSET;
     lcf->keys = static_cast<ngx_array_t*>(NGX_CONF_UNSET_PTR);
-    lcf->cookie_flags = NGX_CONF_UNSET_UINT;
+    lcf->skip = static_cast<ngx_array_t*>(NGX_CONF_UNSET_PTR);
+    // cookie_flags: 0 is "unset" for a bitmask.
     lcf->window = NGX_CONF_UNSET;
     lcf->attribution = NGX_CONF_UNSET_UINT;
     return lcf;
@@ -384,6 +419,10 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
     auto* prev = static_cast<LocConf*>(parent);
     auto* conf = static_cast<LocConf*>(child);
 
+    if (conf->enable == NGX_CONF_UNSET) {
+        conf->enable_file = prev->enable_file;
+        conf->enable_line = prev->enable_line;
+    }
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     if (conf->code == nullptr) {
         conf->code = prev->code;
@@ -410,11 +449,12 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
         }
     }
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, nullptr);
+    ngx_conf_merge_ptr_value(conf->skip, prev->skip, nullptr);
     ngx_conf_merge_str_value(conf->cookie_name, prev->cookie_name, "referral");
     ngx_conf_merge_str_value(conf->cookie_domain, prev->cookie_domain, "");
     ngx_conf_merge_str_value(conf->cookie_path, prev->cookie_path, "/");
-    ngx_conf_merge_uint_value(conf->cookie_flags, prev->cookie_flags,
-                              flag_httponly | flag_samesite_lax);
+    ngx_conf_merge_bitmask_value(conf->cookie_flags, prev->cookie_flags,
+                                 NGX_CONF_BITMASK_SET | flag_httponly | flag_samesite_lax);
     ngx_conf_merge_sec_value(conf->window, prev->window, kDefaultWindow);
     ngx_conf_merge_uint_value(conf->attribution, prev->attribution,
                               static_cast<ngx_uint_t>(Attribution::first));
@@ -423,38 +463,22 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
         ngx_str_set(&conf->conversion_header, "X-Referral-Conversion");
     }
 
-    if (!is_cookie_token(conf->cookie_name)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_cookie_name\" \"%V\"",
-                           &conf->cookie_name);
-        return static_cast<char*>(NGX_CONF_ERROR);
-    }
-    if (conf->cookie_domain.len > 0 && !is_attr_value(conf->cookie_domain)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_cookie_domain\" \"%V\"",
-                           &conf->cookie_domain);
-        return static_cast<char*>(NGX_CONF_ERROR);
-    }
-    if (!is_attr_value(conf->cookie_path) || conf->cookie_path.data[0] != '/') {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid \"referral_cookie_path\" \"%V\"",
-                           &conf->cookie_path);
-        return static_cast<char*>(NGX_CONF_ERROR);
-    }
-    if (conf->window <= 0 || conf->window > kMaxWindow) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"referral_window\" must be more than 0 and at most 3650d");
-        return static_cast<char*>(NGX_CONF_ERROR);
-    }
-
     if (conf->enable) {
-        if (conf->keys == nullptr || conf->keys->nelts == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"referral_secret\" is required where \"referral on\" is set");
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
+        // Said about the `referral on` line, as nginx says "no
+        // ssl_certificate is defined for the listen ... ssl directive in
+        // FILE:LINE", not about the end of the block being merged.
         auto* mcf = static_cast<MainConf*>(
             ngx_http_conf_get_module_main_conf(cf, ngx_http_referral_module));
-        if (!mcf->redis_set) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"referral_redis\" is required where \"referral on\" is set");
+        const char* missing = nullptr;
+        if (conf->keys == nullptr || conf->keys->nelts == 0) {
+            missing = "referral_secret";
+        } else if (!mcf->redis_set) {
+            missing = "referral_redis";
+        }
+        if (missing != nullptr) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "no \"%s\" is defined for the \"referral on\" directive in %s:%ui",
+                          missing, conf->enable_file, conf->enable_line);
             return static_cast<char*>(NGX_CONF_ERROR);
         }
     }

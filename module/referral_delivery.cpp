@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/delivery.h"
 #include "core/outbox.h"
 #include "core/spool.h"
 #include "referral_module.h"
@@ -24,13 +25,7 @@ namespace {
 
 constexpr ngx_msec_t kTickMs = 1000;
 constexpr ngx_msec_t kExitTickMs = 100;
-constexpr ngx_msec_t kBackoffMinMs = 500;
-constexpr ngx_msec_t kBackoffMaxMs = 10000;
-constexpr std::int64_t kReplyTimeoutMs = 5000;
-constexpr std::int64_t kConnectTimeoutMs = 3000;
-// Without a spool, an exiting worker waits this long for Redis to come back
-// before it gives up on what it still holds.
-constexpr std::int64_t kExitGraceMs = 10000;
+using referral::Link;
 
 class Delivery {
 public:
@@ -60,10 +55,13 @@ public:
 
     void push(const char* cmd, size_t len) {
         const std::int64_t now = now_ms();
-        if (spool_ && (state_ == State::failing || backlog_ || !outbox_.fits(len))) {
+        const bool has_spool = spool_ != nullptr;
+        referral::Route route = referral::route_event(has_spool, state_, backlog_, outbox_.fits(len), false);
+        if (route == referral::Route::spool) {
             if (to_spool(std::string_view(cmd, len), now, true)) return;
+            route = referral::route_event(has_spool, state_, backlog_, outbox_.fits(len), true);
         }
-        if (!outbox_.fits(len)) {
+        if (route == referral::Route::drop) {
             drop(1, "the buffer is full and no spool is available");
             return;
         }
@@ -71,7 +69,7 @@ public:
         count(&Counters::buffered);
         if (ac_ != nullptr) {
             send_unsent();
-        } else if (state_ == State::idle) {
+        } else if (state_ == Link::idle) {
             connect();
         }
         hold();
@@ -97,24 +95,22 @@ public:
         if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
     }
 
-    const char* state_name() const {
-        // "idle": this worker has had nothing to send yet (the connection
-        // opens lazily); "disconnected": it has, and Redis is not reachable.
-        switch (state_) {
-            case State::ready: return "connected";
-            case State::connecting: return "connecting";
-            case State::idle: return "idle";
-            default: return "disconnected";
-        }
-    }
-
 private:
-    enum class State { idle, connecting, ready, failing };
-
     struct Claim {
         std::string name;
         size_t remaining;
     };
+
+    // The state is also published to this worker's status slot.
+    void set_state(Link s) {
+        state_ = s;
+        switch (s) {
+            case Link::ready: publish_redis_state(referral::RedisState::connected); break;
+            case Link::connecting: publish_redis_state(referral::RedisState::connecting); break;
+            case Link::idle: publish_redis_state(referral::RedisState::idle); break;
+            default: publish_redis_state(referral::RedisState::disconnected); break;
+        }
+    }
 
     static Delivery* from(const redisAsyncContext* ac) {
         return static_cast<Delivery*>(ac->data);
@@ -154,7 +150,7 @@ private:
         ac->data = this;
         ac_ = ac;
         generation_++;
-        state_ = State::connecting;
+        set_state(Link::connecting);
         connect_started_ = now_ms();
         redisAsyncSetConnectCallback(ac, on_connect);
         redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -183,16 +179,11 @@ private:
         ngx_log_error((outage_ ? NGX_LOG_INFO : NGX_LOG_ERR), log_, 0,
                       "referral: Redis unavailable: %s", why);
         outage_ = true;
-        // A connection that held for a while starts the backoff afresh; one
-        // that Redis accepts and drops at once keeps backing off.
-        if (state_ == State::ready && now_ms() - connected_at_ > static_cast<std::int64_t>(kBackoffMaxMs)) {
-            backoff_ = 0;
-        }
-        state_ = State::failing;
-        backoff_ = backoff_ == 0 ? kBackoffMinMs : ngx_min(backoff_ * 3 / 2, kBackoffMaxMs);
-        ngx_msec_t jitter = static_cast<ngx_msec_t>(ngx_random()) % (backoff_ / 4 + 1);
+        const std::int64_t held = state_ == Link::ready ? now_ms() - connected_at_ : -1;
+        const std::int64_t delay = backoff_.after_failure(held, static_cast<std::uint64_t>(ngx_random()));
+        set_state(Link::failing);
         if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
-        ngx_add_timer(&reconnect_ev_, backoff_ + jitter);
+        ngx_add_timer(&reconnect_ev_, static_cast<ngx_msec_t>(delay));
         spool_all(nullptr);
         hold();
     }
@@ -212,7 +203,7 @@ private:
         try {
             f();
         } catch (...) {
-            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: %s failed", what);
+            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: %s failed: %s", what, exception_message());
         }
     }
 
@@ -225,7 +216,7 @@ private:
                 return;
             }
             ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: connected to Redis");
-            d->state_ = State::ready;
+            d->set_state(Link::ready);
             d->connected_at_ = now_ms();
             d->replay();
         });
@@ -248,25 +239,18 @@ private:
         }
     }
 
-    // A plain "ERR" reply is about this one command (a malformed record,
-    // e.g. from a damaged spool file) and would fail forever, holding up
-    // every event behind it: that event is dropped. Every other error
-    // (LOADING, OOM, READONLY, NOAUTH, WRONGTYPE, an unknown command on an
-    // old Redis, ...) is the server's state: keep the event and retry.
-    static bool retryable(const redisReply* reply) {
-        std::string_view err(reply->str, reply->len);
-        if (err.substr(0, 4) != "ERR ") return true;
-        return err.find("unknown command") != std::string_view::npos;
-    }
-
     static void on_reply(redisAsyncContext* ac, void* r, void* tag) noexcept {
         Delivery* d = from(ac);
         auto* reply = static_cast<redisReply*>(r);
         if (reply == nullptr || tag != d->gen_tag() || d->outbox_.inflight() == 0) return;
         d->guarded("acknowledgement", [&] {
-            if (reply->type != REDIS_REPLY_ERROR) {
+            // Which replies are retried: src/core/delivery.h.
+            const bool error = reply->type == REDIS_REPLY_ERROR;
+            const referral::Reply verdict = referral::classify_reply(
+                error, error ? std::string_view(reply->str, reply->len) : std::string_view());
+            if (verdict == referral::Reply::acked) {
                 d->acked();
-            } else if (retryable(reply)) {
+            } else if (verdict == referral::Reply::retry) {
                 ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused XADD, will retry: %*s",
                               ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
                 d->fail_connection("XADD refused");
@@ -281,10 +265,11 @@ private:
     static void on_reconnect(ngx_event_t* ev) noexcept {
         auto* d = static_cast<Delivery*>(ev->data);
         d->guarded("reconnect", [&] {
-            if (d->ac_ == nullptr && (!d->outbox_.empty() || d->backlog_)) {
+            if (d->ac_ != nullptr) return;
+            if (referral::on_reconnect_timer(d->outbox_.empty(), d->backlog_) == referral::Reconnect::connect) {
                 d->connect();
-            } else if (d->ac_ == nullptr) {
-                d->state_ = State::idle;  // nothing to send: connect on demand
+            } else {
+                d->set_state(Link::idle);  // nothing to send: connect on demand
             }
         });
     }
@@ -394,24 +379,17 @@ private:
         if (!spool_ || outbox_.empty() || ac_ != nullptr) return;
         std::string err;
         if (!spool_->seal(&err)) spool_error(err);
-        auto entries = outbox_.take_all();
-        size_t moved = 0;
-        bool all_written = true;
-        for (auto& e : entries) {
-            if (!to_spool(e.command, e.queued_ms, e.claim == 0)) {
-                all_written = false;
-                outbox_.push(std::move(e.command), 0, e.queued_ms);  // keep it in memory
-                continue;
-            }
-            moved++;
-        }
+        // What a partial write leaves where: src/core/delivery.h.
+        referral::SpoolMove m = referral::move_to_spool(
+            outbox_.take_all(), [&](const referral::OutboxEntry& e) {
+                return to_spool(e.command, e.queued_ms, e.claim == 0);
+            });
+        for (auto& e : m.kept) outbox_.push(std::move(e.command), 0, e.queued_ms);
+        const size_t moved = m.moved;
         if (!spool_->seal(&err)) spool_error(err);
         count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(moved));
-        // The unacknowledged records of each claim are in the new file now;
-        // if some could not be written, the claim goes back whole instead
-        // (its acknowledged records come again: ids make that harmless).
         for (auto& c : claims_) {
-            if (all_written) {
+            if (m.release_claims) {
                 spool_->release(c.second.name);
             } else {
                 spool_->unclaim(c.second.name);
@@ -426,7 +404,7 @@ private:
 
     // Feeds spooled events back, one file at a time, oldest first.
     void replay() {
-        if (!spool_ || !backlog_ || state_ != State::ready || ac_ == nullptr || final_) return;
+        if (!spool_ || !backlog_ || state_ != Link::ready || ac_ == nullptr || final_) return;
         if (ngx_exiting) return;  // the workers that stay replay it
         if (!claims_.empty() || outbox_.bytes() > outbox_.limit() / 2) return;
         std::string err;
@@ -467,29 +445,30 @@ private:
         try {
             d->tick();
         } catch (...) {
-            ngx_log_error(NGX_LOG_ALERT, d->log_, 0, "referral: periodic work failed");
+            ngx_log_error(NGX_LOG_ALERT, d->log_, 0, "referral: periodic work failed: %s",
+                          exception_message());
         }
     }
 
     void tick() {
         std::int64_t now = now_ms();
-        if (state_ == State::connecting && now - connect_started_ > kConnectTimeoutMs) {
-            fail_connection("connect timed out");
-        }
-        std::int64_t oldest = outbox_.oldest_inflight_ms();
-        if (oldest >= 0 && now - oldest > kReplyTimeoutMs) {
-            fail_connection("no reply within 5 s");
+        if (const char* why = referral::timed_out(state_, now, connect_started_,
+                                                  outbox_.oldest_inflight_ms())) {
+            fail_connection(why);
         }
         if (ngx_exiting) {
             if (exiting_since_ == 0) exiting_since_ = now;
-            if (state_ != State::ready && !outbox_.empty()) {
-                if (spool_) {
+            switch (referral::exit_step(spool_ != nullptr, state_, outbox_.empty(), now - exiting_since_)) {
+                case referral::ExitStep::spool_all:
                     if (ac_ != nullptr) fail_connection("the worker is exiting");
                     spool_all("the worker is exiting");
-                } else if (now - exiting_since_ > kExitGraceMs) {
+                    break;
+                case referral::ExitStep::drop_all:
                     if (ac_ != nullptr) fail_connection("the worker is exiting");
                     drop_all("the worker is exiting and Redis is unreachable");
-                }
+                    break;
+                case referral::ExitStep::wait:
+                    break;
             }
             hold();
             if (!outbox_.empty()) ngx_add_timer(&tick_ev_, kExitTickMs);
@@ -498,7 +477,7 @@ private:
         if (spool_) {
             spool_->recover_orphans();
             if (!backlog_ && spool_->sealed_count() > 0) backlog_ = true;
-            if (backlog_ && ac_ == nullptr && state_ == State::idle) connect();
+            if (backlog_ && ac_ == nullptr && state_ == Link::idle) connect();
             replay();
         }
         if (dropped_unlogged_ > 0) drop(0, "the buffer is full and no spool is available");
@@ -511,9 +490,9 @@ private:
     referral::Outbox outbox_;
     std::unique_ptr<referral::Spool> spool_;
     redisAsyncContext* ac_ = nullptr;
-    State state_ = State::idle;
+    Link state_ = Link::idle;
     std::uint64_t generation_ = 0;
-    ngx_msec_t backoff_ = 0;
+    referral::Backoff backoff_;
     std::int64_t connect_started_ = 0;
     std::int64_t connected_at_ = 0;
     std::int64_t exiting_since_ = 0;
@@ -544,9 +523,11 @@ ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept {
     } catch (...) {
         // A worker that exits here is not respawned: it serves on and drops
         // (and counts) its events instead.
-        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: cannot start event delivery");
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: cannot start event delivery: %s",
+                      exception_message());
         delete delivery;
         delivery = nullptr;
+        publish_redis_state(referral::RedisState::disconnected);
     }
     return NGX_OK;
 }
@@ -556,7 +537,8 @@ void delivery_exit_process(ngx_cycle_t* cycle) noexcept {
     try {
         delivery->shutdown();
     } catch (...) {
-        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: event delivery shutdown failed");
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0, "referral: event delivery shutdown failed: %s",
+                      exception_message());
     }
     delete delivery;
     delivery = nullptr;
@@ -572,12 +554,8 @@ void deliver(ngx_log_t* log, const char* command, size_t len) noexcept {
         delivery->push(command, len);
     } catch (...) {
         count(&Counters::dropped);
-        ngx_log_error(NGX_LOG_ALERT, log, 0, "referral: event dropped: out of memory");
+        ngx_log_error(NGX_LOG_ALERT, log, 0, "referral: event dropped: %s", exception_message());
     }
-}
-
-const char* delivery_state() noexcept {
-    return delivery != nullptr ? delivery->state_name() : "disconnected";
 }
 
 }  // namespace referral_ngx

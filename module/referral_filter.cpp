@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "core/conversion.h"
+#include "referral_compat.h"
 #include "referral_events.h"
 #include "referral_module.h"
 
@@ -15,11 +16,10 @@ ngx_http_output_header_filter_pt next_header_filter;
 constexpr size_t kMaxLoggedHeader = 256;
 
 void add_set_cookie(ngx_http_request_t* r, const RequestCtx* ctx) {
-    ngx_table_elt_t* h = static_cast<ngx_table_elt_t*>(ngx_list_push(&r->headers_out.headers));
-    if (h == nullptr) return;
-    h->hash = 1;
-    ngx_str_set(&h->key, "Set-Cookie");
-    h->value = ctx->set_cookie;
+    static const ngx_str_t key = ngx_string("Set-Cookie");
+    if (!add_response_header(r, key, ctx->set_cookie)) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: cannot add Set-Cookie");
+    }
 }
 
 void record_conversions(ngx_http_request_t* r, const LocConf* lcf, const RequestCtx* ctx) {
@@ -71,7 +71,8 @@ ngx_int_t header_filter(ngx_http_request_t* r) noexcept {
         if (ctx != nullptr && ctx->set_cookie.len > 0) add_set_cookie(r, ctx);
         if (lcf->enable && lcf->conversion_header.len > 0) record_conversions(r, lcf, ctx);
     } catch (...) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: header filter failed");
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0, "referral: header filter failed: %s",
+                      exception_message());
     }
     return next_header_filter(r);
 }

@@ -9,9 +9,12 @@ extern "C" {
 }
 
 #include <cstdint>
+#include <exception>
 #include <string_view>
 
+#include "core/attribution.h"
 #include "core/cookie.h"
+#include "core/status.h"
 
 extern "C" {
 extern ngx_module_t ngx_http_referral_module;
@@ -19,18 +22,33 @@ extern ngx_module_t ngx_http_referral_module;
 
 namespace referral_ngx {
 
+// For the log line of an exception barrier: the message of the exception
+// being handled. Only inside a catch block; the text lives as long as it.
+inline const char* exception_message() noexcept {
+    try {
+        throw;
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "an exception that is not a std::exception";
+    }
+}
+
 inline std::string_view view(const ngx_str_t& s) noexcept {
     return std::string_view(reinterpret_cast<const char*>(s.data), s.len);
 }
 
 enum class Attribution : ngx_uint_t { first = 0, last = 1 };
 
+// referral_cookie_flags, an ngx_conf_bitmask_t set: bit 0x01 is
+// NGX_CONF_BITMASK_SET (the directive was given), as in the userid module.
 enum CookieFlag : ngx_uint_t {
-    flag_secure = 0x01,
-    flag_httponly = 0x02,
-    flag_samesite_strict = 0x04,
-    flag_samesite_lax = 0x08,
-    flag_samesite_none = 0x10,
+    flag_off = 0x02,
+    flag_secure = 0x04,
+    flag_httponly = 0x08,
+    flag_samesite_strict = 0x10,
+    flag_samesite_lax = 0x20,
+    flag_samesite_none = 0x40,
 };
 
 struct MainConf {
@@ -48,6 +66,9 @@ struct MainConf {
 
 struct LocConf {
     ngx_flag_t enable;
+    u_char* enable_file;        // where `referral on` was set, for messages
+    ngx_uint_t enable_line;     //   about what it requires (as ssl's listen)
+    ngx_array_t* skip;          // referral_skip predicates, or null
     ngx_http_complex_value_t* code;
     bool code_is_arg_ref;       // the default, read without the script engine
     ngx_array_t* keys;          // referral::Key, first one signs
@@ -62,11 +83,9 @@ struct LocConf {
 };
 
 // What this request is attributed to; computed once, on first use.
-enum class Status : ngx_uint_t { none, fresh, kept, replaced, cookie, invalid };
-
 struct RequestCtx {
     bool computed;
-    Status status;
+    referral::AttributionStatus status;  // zero (pcalloc): none
     ngx_str_t code;             // the code holding the attribution, or empty
     u_char visitor[32];         // 32 lowercase hex when has_visitor
     bool has_visitor;
@@ -74,7 +93,8 @@ struct RequestCtx {
     ngx_str_t set_cookie;       // complete Set-Cookie value, or empty
 };
 
-// Shared across workers (one shared memory zone), kept across reloads.
+// One worker process's figures, in its slot of the shared memory zone
+// (referral_status.cpp). All counters but `buffered`, a gauge.
 struct Counters {
     ngx_atomic_t sent;
     ngx_atomic_t buffered;
@@ -86,6 +106,7 @@ struct Counters {
     ngx_atomic_t rejected_cookies;
     ngx_atomic_t conversions;
     ngx_atomic_t malformed_conversions;
+    ngx_atomic_t skipped;
 };
 
 // referral_conf.cpp
@@ -106,8 +127,11 @@ std::int64_t now_ms() noexcept;
 ngx_int_t init_filter(ngx_conf_t* cf) noexcept;
 
 // referral_status.cpp
-extern Counters* counters;  // null until the zone exists
+extern Counters* counters;  // this process's slot; null until it has one
 ngx_int_t add_counters_zone(ngx_conf_t* cf, MainConf* mcf) noexcept;
+void claim_counters_slot(ngx_log_t* log) noexcept;  // init_process
+void release_counters_slot() noexcept;              // exit_process
+void publish_redis_state(referral::RedisState state) noexcept;
 char* status_directive(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept;
 inline void count(ngx_atomic_t Counters::*field, ngx_atomic_int_t n = 1) noexcept {
     if (counters != nullptr) (void)ngx_atomic_fetch_add(&(counters->*field), n);
@@ -118,6 +142,5 @@ ngx_int_t delivery_init_process(ngx_cycle_t* cycle) noexcept;
 void delivery_exit_process(ngx_cycle_t* cycle) noexcept;
 // Takes a complete RESP XADD; never blocks, never fails the request.
 void deliver(ngx_log_t* log, const char* command, size_t len) noexcept;
-const char* delivery_state() noexcept;
 
 }  // namespace referral_ngx

@@ -21,8 +21,6 @@ bool is_action(std::string_view s) noexcept {
     return true;
 }
 
-// Printable ASCII without space, ';' or '=' (so a value can never smuggle
-// a second pair, a header break or a log escape).
 bool is_token(std::string_view s, std::size_t max) noexcept {
     if (s.empty() || s.size() > max) return false;
     for (unsigned char c : s) {
@@ -51,8 +49,9 @@ bool is_currency(std::string_view s) noexcept {
 bool is_customer(std::string_view s) noexcept {
     if (s.empty() || s.size() > kCustomerMaxLen) return false;
     for (char c : s) {
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) {
             return false;
+        }
     }
     return true;
 }
@@ -77,7 +76,7 @@ const char* parse_conversion(std::string_view header, Conversion* out) noexcept 
         std::string_view value = pair.substr(eq + 1);
         if (key == "user") {
             if (seen_user) return "duplicate user";
-            if (!is_token(value, kUserMaxLen)) return "invalid user";
+            if (!is_user(value)) return "invalid user";
             c.user = value;
             seen_user = true;
         } else if (key == "amount") {
@@ -92,7 +91,7 @@ const char* parse_conversion(std::string_view header, Conversion* out) noexcept 
             seen_currency = true;
         } else if (key == "order") {
             if (seen_order) return "duplicate order";
-            if (!is_token(value, kOrderMaxLen)) return "invalid order";
+            if (!is_order(value)) return "invalid order";
             c.order = value;
             seen_order = true;
         } else if (key == "customer") {

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "core/code.h"
 #include "ctl/render.h"
 #include "ctl/serve.h"
 #include "worker/config.h"
@@ -116,20 +117,25 @@ int cmd_migrate(const std::string& db, int target) {
     return 0;
 }
 
-int cmd_code_create(const std::string& db, const std::string& user, const std::string& label) {
+int cmd_code_create(const std::string& db, const std::string& user, const std::string& label,
+                    const std::string& expires) {
     check_user(user);
     check_label(label);
+    std::int64_t expires_ms = 0;
+    if (!expires.empty() && (!parse_duration_ms(expires, &expires_ms) || expires_ms <= 0))
+        throw Failure{"bad --expires \"" + clean_text(expires, 40) + "\": expected a duration such as \"30d\"",
+                      "bad_duration"};
     auto store = open(db, false);
     bool created = false;
-    CodeInfo c;
-    try {
-        store->begin();
-        c = ensure_code(*store, user, label, now_text(), &created);
-        store->commit();
-    } catch (const DbError& e) {
-        store->rollback();
-        throw Failure{e.what(), "database"};
-    }
+    CodeInfo c = in_transaction(*store, [&] {
+        CodeInfo made = ensure_code(*store, user, label, now_text(), &created);
+        if (expires_ms > 0) {
+            // On a new code or an existing one: from now on it ends then.
+            store->set_code_expiry(made.id, format_db_time(now_ms() + expires_ms));
+            made = *store->code_info(made.code);
+        }
+        return made;
+    });
     if (g_json) {
         json j = code_json(c, g_config.link_base);
         j["created"] = created;
@@ -344,17 +350,61 @@ int cmd_review_decide(const std::string& db, const std::string& id_text, bool ap
     return 0;
 }
 
+int cmd_code_revoke(const std::string& db, const std::string& code) {
+    if (!referral::is_valid_code(code))
+        throw Failure{"bad code \"" + clean_text(code, 70) + "\": expected 4 to 64 of A-Z, a-z, 0-9, _ and -",
+                      "bad_code"};
+    auto store = open(db, false);
+    bool done = in_transaction(*store, [&] { return store->revoke_code(code, now_text()); });
+    auto c = store->code_info(code);
+    if (!c) throw Failure{"no referral code " + code, "unknown_code"};
+    if (!done) throw Failure{"code " + code + " was already revoked on " + c->revoked_at, "already_revoked"};
+    if (g_json) {
+        print_json(code_json(*c, g_config.link_base));
+    } else {
+        std::cout << "revoked " << code << " (" << c->user_id << "): clicks on it still count, it links no one\n";
+    }
+    return 0;
+}
+
+int cmd_forget(const std::string& db, const std::string& user) {
+    check_user(user);
+    auto store = open(db, false);
+    if (!store->user_known(user)) throw Failure{"unknown user " + user, "unknown_user"};
+    Forgotten f = in_transaction(*store, [&] { return store->forget(user); });
+    if (g_json) {
+        print_json({{"user", user},
+                    {"responses_cleared", f.responses},
+                    {"visitor_rows_deleted", f.visitors},
+                    {"visitor_ids", f.visitor_ids}});
+    } else {
+        std::cout << "forgot " << user << ": ip, user agent, URLs and visitor id cleared in " << f.responses
+                  << " responses; " << f.visitors << " device records deleted (" << f.visitor_ids.size()
+                  << " visitor ids); rewards and counts kept\n";
+    }
+    return 0;
+}
+
 int cmd_stats(const std::string& db) {
     auto store = open(db, false);
     auto rows = store->stats();
+    auto counted = store->counters();
     if (g_json) {
         json arr = json::array();
         for (const auto& s : rows) {
             arr.push_back({{"user", s.user_id}, {"codes", s.codes}, {"clicks", s.clicks}, {"signups", s.signups},
                            {"subscriptions", s.subscriptions}, {"rewards", s.rewards}});
         }
-        print_json({{"referrers", arr}});
+        json figures = json::object();
+        for (const auto& f : counted) figures[f.first] = f.second;
+        print_json({{"referrers", arr}, {"counted", figures}});
         return 0;
+    }
+    if (!counted.empty()) {
+        // What the worker blocked, reviewed or reversed, and why.
+        std::cout << "counted by the worker:";
+        for (const auto& f : counted) std::cout << " " << f.first << "=" << f.second;
+        std::cout << "\n";
     }
     if (rows.empty()) {
         std::cout << "no referral activity yet\n";
@@ -392,6 +442,12 @@ int main(int argc, char** argv) {
     auto* code_create = code->add_subcommand("create", "print the user's code for a label, creating it when missing");
     code_create->add_option("--user", user, "the application's user id")->required();
     code_create->add_option("--label", label, "e.g. a channel; empty: the primary code");
+    std::string expires, revoke_code;
+    code_create->add_option("--expires", expires, "the code ends this long from now (e.g. 30d), new or existing");
+    auto* code_revoke = code->add_subcommand("revoke", "revoke a code: clicks still count, it links no one");
+    code_revoke->add_option("CODE", revoke_code, "the code")->required();
+    auto* forget = app.add_subcommand("forget", "erase a user's personal data (ip, user agent, URLs, visitor ids)");
+    forget->add_option("--user", user, "the application's user id")->required();
     auto* code_show = code->add_subcommand("show", "the user's codes");
     code_show->add_option("--user", user, "the application's user id")->required();
     auto* rewards = app.add_subcommand("rewards", "what a user earned");
@@ -442,7 +498,9 @@ int main(int argc, char** argv) {
     }
     try {
         if (migrate->parsed()) return cmd_migrate(database, migrate_to);
-        if (code_create->parsed()) return cmd_code_create(database, user, label);
+        if (code_create->parsed()) return cmd_code_create(database, user, label, expires);
+        if (code_revoke->parsed()) return cmd_code_revoke(database, revoke_code);
+        if (forget->parsed()) return cmd_forget(database, user);
         if (code_show->parsed()) return cmd_code_show(database, user);
         if (rewards->parsed()) return cmd_rewards(database, user);
         if (redeem->parsed()) return cmd_redeem(database, reward_id);

@@ -14,8 +14,15 @@ json link_json(const std::string& link_base, const std::string& code) {
 }
 
 json code_json(const CodeInfo& c, const std::string& link_base) {
-    return json{{"id", c.id},       {"user", c.user_id},          {"code", c.code},
-                {"label", c.label}, {"created_at", c.created_at}, {"link", link_json(link_base, c.code)}};
+    auto opt = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
+    return json{{"id", c.id},
+                {"user", c.user_id},
+                {"code", c.code},
+                {"label", c.label},
+                {"created_at", c.created_at},
+                {"expires_at", opt(c.expires_at)},
+                {"revoked_at", opt(c.revoked_at)},
+                {"link", link_json(link_base, c.code)}};
 }
 
 bool valid_label(const std::string& label) {

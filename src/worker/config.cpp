@@ -610,7 +610,8 @@ Config parse_config(const std::string& text, const std::string& name) {
     Reader r(name);
     Config c;
     r.only_keys(root, "", {"redis", "stream", "group", "consumer", "database", "window", "batch",
-                           "claim_idle", "reward", "stripe", "webhook", "link_base"});
+                           "claim_idle", "reward", "stripe", "webhook", "click_dedup", "review_same_ip",
+                           "retention", "retain", "link_base"});
     const auto& t = root.as_table();
     auto wrap = [&](const Value& v, const std::string& key, auto fn) {
         try {
@@ -678,6 +679,22 @@ Config parse_config(const std::string& text, const std::string& name) {
             c.rules.push_back(r.rule(item, "reward[" + std::to_string(i) + "]", &names));
             i++;
         }
+    }
+    if (auto it = t.find("click_dedup"); it != t.end()) c.click_dedup_ms = r.duration(it->second, "click_dedup");
+    if (auto it = t.find("review_same_ip"); it != t.end()) {
+        if (!it->second.is_boolean())
+            r.fail(it->second, "review_same_ip", "expected true or false, got " + type_name(it->second));
+        c.review_same_ip = it->second.as_boolean();
+    }
+    if (auto it = t.find("retention"); it != t.end()) {
+        c.retention_ms = r.duration(it->second, "retention");
+        if (c.retention_ms > 0 && c.retention_ms < 86400LL * 1000)
+            r.fail(it->second, "retention", "bad value: at least 1d (or 0s: keep everything)");
+    }
+    if (auto it = t.find("retain"); it != t.end()) {
+        c.retain_ms = r.duration(it->second, "retain");
+        if (c.retain_ms > 0 && c.retain_ms < 60LL * 1000)
+            r.fail(it->second, "retain", "bad value: at least 1m (or 0s: never trim)");
     }
     if (auto it = t.find("stripe"); it != t.end()) c.stripe = r.stripe(it->second);
     if (auto it = t.find("webhook"); it != t.end()) {

@@ -120,6 +120,11 @@ struct Config {
     std::vector<RewardRule> rules = default_rules();
     StripeConfig stripe;
     std::vector<WebhookConfig> webhooks;
+    // Abuse and privacy (SPEC "Abuse and privacy rules in the worker").
+    std::int64_t click_dedup_ms = 0;  // 0: off
+    bool review_same_ip = false;
+    std::int64_t retention_ms = 0;    // 0: keep responses' ip, user agent and URLs
+    std::int64_t retain_ms = 0;       // 0: never trim the stream
     bool database_from_file = false;
     // Sharing links are link_base + code ("https://example.com/r/"); empty:
     // codes are shown without a link.

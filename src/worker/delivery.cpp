@@ -35,6 +35,9 @@ DeliveryLoop::DeliveryLoop(const Config& config, DatabaseUrl database, std::stri
     : config_(config), database_(std::move(database)), owner_(std::move(owner)), lifecycle_(config_) {}
 
 void DeliveryLoop::run() noexcept {
+    if (config_.retention_ms > 0)
+        log(LogLevel::info, "retention: ip, user agent and URLs of responses are cleared after %llds",
+            static_cast<long long>(config_.retention_ms / 1000));
     if (config_.stripe.enabled)
         log(LogLevel::info, "delivery: Stripe at %s (Stripe-Version %s), %zu webhook endpoint(s)",
             config_.stripe.api_base.c_str(), config_.stripe.api_version.c_str(), config_.webhooks.size());
@@ -55,6 +58,7 @@ void DeliveryLoop::run() noexcept {
                 released = true;
             }
             bool busy = round();
+            busy = retention() || busy;
             backoff = 200;
             if (!busy) sleep_ms(kIdleMs);
         } catch (const DbError& e) {
@@ -97,6 +101,19 @@ bool DeliveryLoop::round() {
     record(&outcomes);
     if (!claimed.empty()) store_->release_leases(owner_);
     return promoted > 0 || !claimed.empty();
+}
+
+bool DeliveryLoop::retention() {
+    if (config_.retention_ms <= 0 || now_ms() < next_retention_ms_) return false;
+    constexpr int kBatch = 500;
+    store_->begin();
+    std::int64_t n = store_->apply_retention(format_db_time(now_ms() - config_.retention_ms), kBatch);
+    store_->commit();
+    totals_.retained += n;
+    // A full batch: more is due, go on at once; else look again in a minute.
+    next_retention_ms_ = n >= kBatch ? 0 : now_ms() + 60000;
+    if (n > 0) log(LogLevel::debug, "retention: %lld rows cleared", static_cast<long long>(n));
+    return n >= kBatch;
 }
 
 int DeliveryLoop::max_attempts(const DeliveryInfo& d) const {

@@ -1,4 +1,5 @@
-// The delivery loop: the worker's second path beside the stream consumer,
+// The delivery loop: the worker's second path beside the stream consumer
+// (and its background upkeep: `retention` in small batches),
 // on a thread and a database connection of its own, so that Stripe or a
 // webhook endpoint being slow never holds up the stream. Each round:
 //   promote  pending rewards whose hold has passed (and queue what that
@@ -28,7 +29,7 @@
 namespace referral::worker {
 
 struct DeliveryTotals {
-    std::atomic<std::int64_t> promoted{0}, delivered{0}, retried{0}, dead{0}, requests{0};
+    std::atomic<std::int64_t> promoted{0}, delivered{0}, retried{0}, dead{0}, requests{0}, retained{0};
 };
 
 class DeliveryLoop {
@@ -49,6 +50,7 @@ private:
     };
 
     bool round();  // true when there was work; throws DbError
+    bool retention();  // one small batch of retention when due; true when it changed rows
     Outcome attempt(const DeliveryInfo& d);
     Verdict stripe_attempt(const DeliveryInfo& d, std::string* paid_id);
     Verdict webhook_attempt(const DeliveryInfo& d);
@@ -62,6 +64,7 @@ private:
     Lifecycle lifecycle_;
     HttpClient http_;
     DeliveryTotals totals_;
+    std::int64_t next_retention_ms_ = 0;
 };
 
 }  // namespace referral::worker

@@ -1,5 +1,6 @@
 #include "worker/processor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/code.h"
@@ -120,6 +121,10 @@ void Counters::add(const Counters& o) {
     capped += o.capped;
     reversed += o.reversed;
     reviewed += o.reviewed;
+    click_dedup += o.click_dedup;
+    code_expired += o.code_expired;
+    code_revoked += o.code_revoked;
+    same_ip += o.same_ip;
     refund_unknown += o.refund_unknown;
     refund_outside += o.refund_outside;
     customers += o.customers;
@@ -152,6 +157,10 @@ std::string Counters::describe() const {
     add("capped", capped);
     add("reversed", reversed);
     add("reviewed", reviewed);
+    add("click_dedup", click_dedup);
+    add("code_expired", code_expired);
+    add("code_revoked", code_revoked);
+    add("same_ip", same_ip);
     add("refund_unknown_order", refund_unknown);
     add("refund_outside_window", refund_outside);
     add("customers", customers);
@@ -167,7 +176,35 @@ void Processor::forget() {
     codes_.clear();
     last_code_.clear();
     owners_.clear();
+    last_clicks_.clear();
     pending_clicks_ = 0;
+}
+
+void Processor::start_batch() {
+    codes_.clear();
+    last_code_.clear();
+    last_clicks_.clear();
+}
+
+void Processor::persist(Store& store, const Counters& c) {
+    const std::pair<const char*, std::int64_t> figures[] = {
+        {"duplicates", c.duplicates},         {"unknown_code", c.unknown_code},
+        {"self_referral", c.self_referral},   {"double_referral", c.double_referral},
+        {"out_of_window", c.out_of_window},   {"capped", c.capped},
+        {"reviewed", c.reviewed},             {"reversed", c.reversed},
+        {"refund_unknown_order", c.refund_unknown}, {"refund_outside_window", c.refund_outside},
+        {"click_dedup", c.click_dedup},       {"code_expired", c.code_expired},
+        {"code_revoked", c.code_revoked},     {"same_ip", c.same_ip},
+    };
+    for (const auto& f : figures) {
+        if (f.second != 0) store.add_counter(f.first, f.second);
+    }
+}
+
+std::int64_t* Processor::dead_code(const ReferralRef& ref, std::int64_t ts, Counters* c) {
+    if (ref.revoked_ms > 0 && ref.revoked_ms <= ts) return &c->code_revoked;
+    if (ref.expires_ms > 0 && ref.expires_ms <= ts) return &c->code_expired;
+    return nullptr;
 }
 
 std::optional<ReferralRef> Processor::lookup_code(Store& store, std::string_view code) {
@@ -220,6 +257,23 @@ void Processor::apply_click(Store& store, const Event& ev, Counters* c) {
         c->unknown_code++;
         return;
     }
+    // A click on an expired or revoked code is still a click on that
+    // referral (stored, counted); it just attributes nothing later.
+    if (std::int64_t* why = dead_code(*ref, ev.ts, c)) (*why)++;
+    if (config_.click_dedup_ms > 0 && !ev.visitor.empty()) {
+        // Not stored when a stored click of this visitor on this code is
+        // less than click_dedup older (this batch's first, then the table's).
+        std::string key = std::to_string(ref->id) + ":" + std::string(ev.visitor);
+        auto it = last_clicks_.find(key);
+        const std::int64_t since = ev.ts - config_.click_dedup_ms + 1;
+        if ((it != last_clicks_.end() && it->second >= since && it->second <= ev.ts) ||
+            store.recent_click(ref->id, ev.visitor, format_db_time(since), ev.created_at)) {
+            c->click_dedup++;
+            return;
+        }
+        if (last_clicks_.size() > 100000) last_clicks_.clear();
+        last_clicks_[key] = std::max(ev.ts, it != last_clicks_.end() ? it->second : 0);
+    }
     ClickRow row;
     row.event_id = ev.id;
     row.referral_id = ref->id;
@@ -249,6 +303,14 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
         store.set_customer(ev.user, ev.customer, at);
         c->customers++;
     }
+    bool seen_recorded = false;
+    auto record_seen = [&] {
+        // Every conversion records the device and address its user was
+        // seen with (self-referral by device, same-IP review).
+        if (seen_recorded || (ev.visitor.empty() && ev.ip.empty())) return;
+        seen_recorded = true;
+        store.saw_visitor(ev.user, ev.visitor, ev.ip, at);
+    };
 
     if (ev.action == "signup") {
         if (!user.exists) store.ensure_user(ev.user, at);
@@ -260,17 +322,24 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
         if (!ev.code.empty()) {
             auto ref = lookup_code(store, ev.code);
             std::int64_t attributed = ev.first_ts > 0 ? ev.first_ts : ev.ts;
+            std::int64_t* refused = nullptr;
             if (!ref) {
                 c->unknown_code++;
-            } else if (ref->user_id == ev.user) {
-                c->self_referral++;
-            } else if (user.referral_id) {
-                c->double_referral++;
+            } else if ((refused = refuse_link(store, ev, *ref, user, c)) != nullptr) {
+                (*refused)++;
             } else if (ev.ts - attributed > config_.window_ms) {
                 c->out_of_window++;
             } else if (store.link_user(ev.user, ref->id, at)) {
                 user.referral_id = ref->id;
                 c->linked++;
+                if (config_.review_same_ip && !ev.ip.empty() &&
+                    store.seen_with_ip(ref->user_id, ev.ip, format_db_time(ev.ts - 86400LL * 1000))) {
+                    // The referrer's own conversions used this address in
+                    // the last 24 h: every reward of this friend is reviewed.
+                    store.set_review_reason(ev.user, "same_ip");
+                    user.review_reason = "same_ip";
+                    c->same_ip++;
+                }
                 lifecycle_.linked(store, ev.user, ref->user_id, ev.code, at);
             } else {
                 c->double_referral++;  // linked meanwhile by another worker
@@ -290,6 +359,7 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
         }
     }
 
+    record_seen();
     if (!user.referral_id) return;
     ResponseRow row;
     row.event_id = ev.id;
@@ -309,13 +379,24 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     auto response = store.insert_response(row);
     if (!response) return;
     c->responses++;
-    credit_rewards(store, ev, *user.referral_id, *response, c);
+    credit_rewards(store, ev, user, *response, c);
+}
+
+std::int64_t* Processor::refuse_link(Store& store, const Event& ev, const ReferralRef& ref, const UserState& user,
+                                     Counters* c) {
+    if (ref.user_id == ev.user) return &c->self_referral;
+    // The code's owner was seen on this very device: a second account.
+    if (!ev.visitor.empty() && store.seen_with_visitor(ref.user_id, ev.visitor)) return &c->self_referral;
+    if (std::int64_t* why = dead_code(ref, ev.ts, c)) return why;
+    if (user.referral_id) return &c->double_referral;
+    return nullptr;
 }
 
 // Each rule whose action matches credits both sides once, within the cap:
 // pending during the rule's hold, else available at once.
-void Processor::credit_rewards(Store& store, const Event& ev, std::int64_t referral_id,
+void Processor::credit_rewards(Store& store, const Event& ev, const UserState& user,
                                std::int64_t response_id, Counters* c) {
+    const std::int64_t referral_id = *user.referral_id;
     const std::string_view at = ev.created_at;
     std::string referrer;
     for (const RewardRule& rule : config_.rules) {
@@ -331,12 +412,17 @@ void Processor::credit_rewards(Store& store, const Event& ev, std::int64_t refer
             continue;
         }
         // Past the referrer's daily cap the rewards wait for a person's review.
-        bool review = false;
-        if (rule.daily_cap >= 0) {
+        std::string_view reason = user.review_reason;
+        bool review = !reason.empty();
+        if (review) c->reviewed++;
+        if (!review && rule.daily_cap >= 0) {
             const std::int64_t day = ev.ts - ev.ts % (86400LL * 1000);
             review = store.count_referrer_rewards_between(rule.name, referrer, format_db_time(day),
                                                           format_db_time(day + 86400LL * 1000)) >= rule.daily_cap;
-            if (review) c->reviewed++;
+            if (review) {
+                c->reviewed++;
+                reason = "daily_cap";
+            }
         }
         const std::string hold_until = rule.hold_ms > 0 ? format_db_time(ev.ts + rule.hold_ms) : std::string();
         RewardRow r;
@@ -349,7 +435,7 @@ void Processor::credit_rewards(Store& store, const Event& ev, std::int64_t refer
         r.date_credited = at;
         r.order_id = ev.order;
         r.status = review ? "review" : rule.hold_ms > 0 ? "pending" : "available";
-        r.reason = review ? "daily_cap" : "";
+        r.reason = review ? reason : std::string_view();
         r.hold_until = hold_until;
         r.available_at = r.status == "available" ? at : std::string_view();
         auto referrer_reward = store.insert_reward(r);

@@ -58,6 +58,10 @@ struct Counters {
     std::int64_t refund_unknown = 0; // refunds naming no order that earned a reward
     std::int64_t refund_outside = 0; // refunds after the rule's clawback window
     std::int64_t customers = 0;      // Stripe customer ids learnt from conversions
+    std::int64_t click_dedup = 0;    // clicks within click_dedup of the visitor's last on the code
+    std::int64_t code_expired = 0;   // clicks and signups on a code past its expires_at
+    std::int64_t code_revoked = 0;   // ... on a revoked code
+    std::int64_t same_ip = 0;        // signups from an address the referrer used: to review
     std::int64_t codes_created = 0;
     std::int64_t dead = 0;           // entries sent to the dead stream
     std::int64_t trimmed = 0;        // pending entries whose data was trimmed: acknowledged unapplied
@@ -84,14 +88,24 @@ public:
     void flush(Store& store, Counters* c);
     // After a rollback: forget what was learnt inside the transaction.
     void forget();
+    // A new batch: codes may have been revoked or expired since the last.
+    void start_batch();
+    // Adds what `c` counted to the database's counters (referralctl stats),
+    // inside the transaction that applied it.
+    static void persist(Store& store, const Counters& c);
 
 private:
     std::optional<ReferralRef> lookup_code(Store& store, std::string_view code);
     std::string owner_of(Store& store, std::int64_t referral_id);
     void apply_click(Store& store, const Event& ev, Counters* c);
     void apply_conversion(Store& store, const Event& ev, Counters* c);
-    void credit_rewards(Store& store, const Event& ev, std::int64_t referral_id, std::int64_t response_id,
+    void credit_rewards(Store& store, const Event& ev, const UserState& user, std::int64_t response_id,
                         Counters* c);
+    // Why a signup through `ref` must not be linked (a counter), or null.
+    std::int64_t* refuse_link(Store& store, const Event& ev, const ReferralRef& ref, const UserState& user,
+                              Counters* c);
+    // Expired or revoked at the event's time: its counter, or null.
+    static std::int64_t* dead_code(const ReferralRef& ref, std::int64_t ts, Counters* c);
 
     Config config_;
     Lifecycle lifecycle_;  // refers to config_
@@ -101,6 +115,8 @@ private:
     std::string last_code_;  // most clicks of a batch carry few codes
     ReferralRef last_ref_;
     std::unordered_map<std::int64_t, std::string> owners_;
+    // click_dedup within a batch: (referral, visitor) -> the last click's time.
+    std::unordered_map<std::string, std::int64_t> last_clicks_;
 };
 
 }  // namespace referral::worker

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/random.h"
+#include "worker/lifecycle.h"
 #include "worker/util.h"
 
 namespace referral::worker {
@@ -146,6 +147,32 @@ std::string migration_3(bool pg) {
         "CREATE INDEX referral_reward_status ON referral_reward (status, hold_until);"
 
         "ALTER TABLE referral_user ADD COLUMN stripe_customer_id VARCHAR(64);"
+        // Set when the user was linked under suspicion (same_ip): every
+        // reward their conversions earn goes to review.
+        "ALTER TABLE referral_user ADD COLUMN review_reason VARCHAR(32);"
+
+        // Codes expire or are revoked, judged at the event's time.
+        "ALTER TABLE referral ADD COLUMN expires_at " + ts + ";"
+        "ALTER TABLE referral ADD COLUMN revoked_at " + ts + ";"
+
+        // Who was seen with which device and address (abuse rules); '' for
+        // none. Cleared by retention and by `referralctl forget`.
+        "CREATE TABLE referral_visitor ("
+        " visitor_id VARCHAR(32) NOT NULL DEFAULT '',"
+        " user_id VARCHAR(128) NOT NULL,"
+        " ip VARCHAR(64) NOT NULL DEFAULT '',"
+        " last_seen " + ts + " NOT NULL,"
+        " PRIMARY KEY (user_id, visitor_id, ip));"
+        "CREATE INDEX referral_visitor_visitor ON referral_visitor (visitor_id);"
+        "CREATE INDEX referral_visitor_ip ON referral_visitor (ip, last_seen);"
+        // Click dedup: a visitor's last click on a code.
+        "CREATE INDEX referral_response_visitor ON referral_response (referral_id, visitor_id, created_at);"
+
+        // What the worker counted (blocked, reviewed, reversed, ...), for
+        // `referralctl stats`; added to in each batch's transaction.
+        "CREATE TABLE referral_counter ("
+        " name VARCHAR(64) PRIMARY KEY,"
+        " value BIGINT NOT NULL DEFAULT 0);"
 
         // The outbox: one row per request to send, written in the
         // transaction that makes it necessary. Stripe rows are unique per
@@ -252,10 +279,14 @@ void Store::require_current_schema() {
 }
 
 std::optional<ReferralRef> Store::find_code(std::string_view code) {
-    Rows r = db_->query(kFindCode, "SELECT id, user_id FROM referral WHERE code = $1",
-                        {Param::Text(code)});
+    std::string sql = "SELECT id, user_id, " + db_->iso("expires_at") + ", " + db_->iso("revoked_at") +
+                      " FROM referral WHERE code = $1";
+    Rows r = db_->query(kFindCode, sql.c_str(), {Param::Text(code)});
     if (r.empty()) return std::nullopt;
-    return ReferralRef{to_int(r[0][0]), str(r[0][1])};
+    ReferralRef ref{to_int(r[0][0]), str(r[0][1])};
+    ref.expires_ms = r[0][2] ? iso_to_ms(*r[0][2]) : 0;
+    ref.revoked_ms = r[0][3] ? iso_to_ms(*r[0][3]) : 0;
+    return ref;
 }
 
 std::optional<ReferralRef> Store::find_referral(std::int64_t id) {
@@ -288,13 +319,14 @@ std::optional<std::int64_t> Store::insert_response(const ResponseRow& x) {
 }
 
 UserState Store::get_user(std::string_view user) {
-    Rows r = db_->query(kGetUser, "SELECT referral_id, plan FROM referral_user WHERE user_id = $1",
+    Rows r = db_->query(kGetUser, "SELECT referral_id, plan, review_reason FROM referral_user WHERE user_id = $1",
                         {Param::Text(user)});
     UserState u;
     if (r.empty()) return u;
     u.exists = true;
     if (r[0][0]) u.referral_id = to_int(r[0][0]);
     u.plan = str(r[0][1]);
+    u.review_reason = str(r[0][2]);
     return u;
 }
 
@@ -371,6 +403,13 @@ std::optional<std::int64_t> Store::insert_reward(const RewardRow& x) {
 // ------------------------------------------------------------ referralctl
 
 namespace {
+}  // namespace
+
+std::string code_columns(Db& db) {
+    return "SELECT id, user_id, code, label, " + db.iso("created_at") + ", " + db.iso("expires_at") + ", " +
+           db.iso("revoked_at") + " FROM referral";
+}
+
 CodeInfo code_row(const Row& r) {
     CodeInfo c;
     c.id = to_int(r[0]);
@@ -378,8 +417,12 @@ CodeInfo code_row(const Row& r) {
     c.code = str(r[2]);
     c.label = str(r[3]);
     c.created_at = str(r[4]);
+    c.expires_at = str(r[5]);
+    c.revoked_at = str(r[6]);
     return c;
 }
+
+namespace {
 
 RewardInfo reward_row(const Row& r) {
     RewardInfo w;
@@ -409,16 +452,14 @@ RewardInfo reward_row(const Row& r) {
 }  // namespace
 
 std::optional<CodeInfo> Store::code_for(std::string_view user, std::string_view label) {
-    std::string sql = "SELECT id, user_id, code, label, " + db_->iso("created_at") +
-                      " FROM referral WHERE user_id = $1 AND label = $2";
+    std::string sql = code_columns(*db_) + " WHERE user_id = $1 AND label = $2";
     Rows r = db_->query(kCodeFor, sql.c_str(), {Param::Text(user), Param::Text(label)});
     if (r.empty()) return std::nullopt;
     return code_row(r[0]);
 }
 
 std::vector<CodeInfo> Store::codes(std::string_view user) {
-    std::string sql = "SELECT id, user_id, code, label, " + db_->iso("created_at") +
-                      " FROM referral WHERE user_id = $1 ORDER BY id";
+    std::string sql = code_columns(*db_) + " WHERE user_id = $1 ORDER BY id";
     std::vector<CodeInfo> out;
     for (const Row& r : db_->query(kCodes, sql.c_str(), {Param::Text(user)})) out.push_back(code_row(r));
     return out;

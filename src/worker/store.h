@@ -18,12 +18,15 @@ constexpr int kSchemaVersion = 3;
 struct ReferralRef {
     std::int64_t id = 0;
     std::string user_id;  // the owner, the referrer
+    std::int64_t expires_ms = 0;  // 0: never
+    std::int64_t revoked_ms = 0;  // 0: not revoked
 };
 
 struct UserState {
     bool exists = false;
     std::optional<std::int64_t> referral_id;  // who referred them
     std::string plan = "free";
+    std::string review_reason;  // linked under suspicion: rewards go to review
 };
 
 struct ResponseRow {
@@ -50,6 +53,14 @@ struct RewardRow {
 struct CodeInfo {
     std::int64_t id = 0;
     std::string user_id, code, label, created_at;
+    std::string expires_at, revoked_at;  // ISO 8601 or empty
+};
+
+// What `referralctl forget` erased.
+struct Forgotten {
+    std::int64_t responses = 0;  // rows whose ip, user agent, URLs and visitor were cleared
+    std::int64_t visitors = 0;   // referral_visitor rows deleted
+    std::vector<std::string> visitor_ids;
 };
 
 struct RewardInfo {
@@ -163,6 +174,28 @@ public:
     bool redeem(std::int64_t id, std::string_view at);
     std::vector<StatsRow> stats();
 
+    // ---- abuse and privacy (store_abuse.cpp)
+    // A stored click of this visitor on this referral in [from, to]?
+    bool recent_click(std::int64_t referral_id, std::string_view visitor, std::string_view from,
+                      std::string_view to);
+    // Records that `user` was seen with `visitor` and `ip` (either may be empty).
+    void saw_visitor(std::string_view user, std::string_view visitor, std::string_view ip, std::string_view at);
+    bool seen_with_visitor(std::string_view user, std::string_view visitor);
+    // `user`'s conversions used `ip` since `since`?
+    bool seen_with_ip(std::string_view user, std::string_view ip, std::string_view since);
+    void set_review_reason(std::string_view user, std::string_view reason);
+    void add_counter(std::string_view name, std::int64_t delta);
+    std::vector<std::pair<std::string, std::int64_t>> counters();
+    bool set_code_expiry(std::int64_t referral_id, std::string_view expires_at);
+    // False when the code does not exist or was revoked before.
+    bool revoke_code(std::string_view code, std::string_view at);
+    std::optional<CodeInfo> code_info(std::string_view code);
+    // Clears ip, user_agent, target and referer of responses older than
+    // `before` (at most `limit` rows) and deletes visitor rows last seen
+    // before it; how many rows changed.
+    std::int64_t apply_retention(std::string_view before, int limit);
+    Forgotten forget(std::string_view user);
+
     // ---- the reward lifecycle and the outbox (store_lifecycle.cpp)
     void set_customer(std::string_view user, std::string_view customer, std::string_view at);
     std::string customer_of(std::string_view user);
@@ -205,6 +238,9 @@ private:
 };
 
 bool is_pg(Db& db);
+// The columns of a CodeInfo (SELECT ... FROM referral), and one row of them.
+std::string code_columns(Db& db);
+CodeInfo code_row(const Row& r);
 
 // Opens the database named by `url` and wraps it.
 std::unique_ptr<Store> open_store(const DatabaseUrl& url, bool create);

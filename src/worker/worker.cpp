@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "worker/delivery.h"
+#include "worker/retain.h"
 #include "worker/util.h"
 
 namespace referral::worker {
@@ -170,9 +171,11 @@ int Worker::run() {
         g_stop = 1;  // the consumer stopped: so does delivery (a round in flight finishes its request)
         delivery_thread.join();
         const DeliveryTotals& t = delivery->totals();
-        log(LogLevel::info, "delivery totals: promoted=%lld, delivered=%lld, retried=%lld, dead=%lld, requests=%lld",
+        log(LogLevel::info,
+            "delivery totals: promoted=%lld, delivered=%lld, retried=%lld, dead=%lld, requests=%lld, retained=%lld",
             static_cast<long long>(t.promoted), static_cast<long long>(t.delivered),
-            static_cast<long long>(t.retried), static_cast<long long>(t.dead), static_cast<long long>(t.requests));
+            static_cast<long long>(t.retried), static_cast<long long>(t.dead), static_cast<long long>(t.requests),
+            static_cast<long long>(t.retained));
     }
     if (reader_failed_) status = 1;
     if (status == 0) forget_consumer();
@@ -338,6 +341,46 @@ bool Worker::own_pending() {
     return r->type == REDIS_REPLY_ARRAY && r->elements > 0;
 }
 
+void Worker::trim_stream() {
+    if (o_.config.retain_ms <= 0) return;
+    next_trim_ms_ = now_ms() + std::min<std::int64_t>(60000, o_.config.retain_ms / 2);
+    try {
+        Reply info = reader_.command({"XINFO", "GROUPS", o_.config.stream});
+        std::vector<GroupFloor> groups;
+        for (std::size_t i = 0; info->type == REDIS_REPLY_ARRAY && i < info->elements; i++) {
+            const redisReply* g = info->element[i];
+            std::string name, last;
+            long long pending = 0;
+            for (std::size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2) {
+                std::string_view key(g->element[k]->str ? g->element[k]->str : "", g->element[k]->len);
+                const redisReply* v = g->element[k + 1];
+                if (key == "name" && v->type == REDIS_REPLY_STRING) name.assign(v->str, v->len);
+                if (key == "last-delivered-id" && v->type == REDIS_REPLY_STRING) last.assign(v->str, v->len);
+                if (key == "pending" && v->type == REDIS_REPLY_INTEGER) pending = v->integer;
+            }
+            groups.push_back(GroupFloor{"", last});
+            if (pending > 0) {
+                Reply p = reader_.command({"XPENDING", o_.config.stream, name, "-", "+", "1"});
+                if (p->type == REDIS_REPLY_ARRAY && p->elements > 0 && p->element[0]->type == REDIS_REPLY_ARRAY &&
+                    p->element[0]->elements > 0 && p->element[0]->element[0]->type == REDIS_REPLY_STRING)
+                    groups.back().oldest_pending.assign(p->element[0]->element[0]->str,
+                                                        p->element[0]->element[0]->len);
+                else
+                    return;  // cannot tell what it needs: trim nothing
+            }
+        }
+        auto point = trim_point(groups, now_ms() - o_.config.retain_ms);
+        if (!point) return;
+        const std::string minid = to_string(*point);
+        Reply r = reader_.command({"XTRIM", o_.config.stream, "MINID", "=", minid});
+        if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+            log(LogLevel::info, "retain: trimmed %lld stream entries before %s", r->integer, minid.c_str());
+    } catch (const RedisError& e) {
+        log(LogLevel::warn, "retain: trimming the stream failed: %s", e.what());
+        if (e.is_reply) reader_.close();
+    }
+}
+
 void Worker::read_loop_inner() {
     Phase phase = Phase::pending;
     int backoff = 200;
@@ -354,6 +397,7 @@ void Worker::read_loop_inner() {
             phase = Phase::pending;
             pending_after_ = "0";
         }
+        if (o_.config.retain_ms > 0 && now_ms() >= next_trim_ms_ && !o_.once) trim_stream();
         std::unique_ptr<Batch> b;
         Phase before = phase;
         try {
@@ -376,7 +420,10 @@ void Worker::read_loop_inner() {
                 // nothing is left pending under our name (a lost reply).
                 if (!queue_.wait_idle()) break;
                 try {
-                    if (!own_pending()) break;
+                    if (!own_pending()) {
+                        trim_stream();  // --once: drained and acknowledged, trim once
+                        break;
+                    }
                 } catch (const RedisError& e) {
                     log(LogLevel::warn, "checking our pending entries failed: %s; retrying", e.what());
                     if (e.is_reply) reader_.close();
@@ -426,8 +473,10 @@ bool Worker::apply(Batch& b, Counters* counters) {
         Counters c;
         try {
             store_->begin();
+            processor_.start_batch();
             for (const Event& ev : b.events) processor_.apply(*store_, ev, &c);
             processor_.flush(*store_, &c);
+            Processor::persist(*store_, c);
             store_->commit();
             counters->add(c);
             return true;
@@ -460,6 +509,7 @@ bool Worker::apply(Batch& b, Counters* counters) {
                 store_->begin();
                 processor_.apply(*store_, b.events[i], &one);
                 processor_.flush(*store_, &one);
+                Processor::persist(*store_, one);
                 store_->commit();
                 each_total.add(one);
             } catch (const DbError& e) {

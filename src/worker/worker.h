@@ -80,6 +80,7 @@ private:
     void read_loop();  // never throws
     void read_loop_inner();
     bool own_pending();  // entries pending under our name? throws RedisError
+    void trim_stream();  // `retain`: XTRIM MINID where no group needs the entries; never throws
     bool connect_reader(int* backoff);
     bool ensure_group();
     std::unique_ptr<Batch> read_batch(Phase* phase);
@@ -105,6 +106,7 @@ private:
     std::string claim_cursor_ = "0-0";
     std::int64_t next_claim_ms_ = 0;
     bool group_ready_ = false;
+    std::int64_t next_trim_ms_ = 0;
     int reader_connections_ = 0;
     bool reconnected_ = false;  // read our pending list again (a reply may have been lost)
     std::atomic<bool> reader_failed_{false};

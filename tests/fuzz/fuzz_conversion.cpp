@@ -69,7 +69,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     // order: 0 (absent) or 1..128 token
     if (c.order.size() > referral::kOrderMaxLen || !token(c.order)) die();
-    for (std::string_view f : {c.action, c.user, c.amount, c.currency, c.order}) {
+    // customer: 0 (absent) or 1..64 of [A-Za-z0-9_]
+    if (c.customer.size() > referral::kCustomerMaxLen) die();
+    for (char ch : c.customer) {
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_')) die();
+    }
+    for (std::string_view f : {c.action, c.user, c.amount, c.currency, c.order, c.customer}) {
         inside(f, base, size);
     }
     // The accepted header cannot carry a line break or NUL anywhere.
@@ -80,7 +85,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     referral::Conversion again{};
     if (referral::parse_conversion(h, &again) != nullptr) die();
     if (again.action != c.action || again.user != c.user || again.amount != c.amount ||
-        again.currency != c.currency || again.order != c.order) {
+        again.currency != c.currency || again.order != c.order || again.customer != c.customer) {
         die();
     }
     return 0;

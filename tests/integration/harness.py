@@ -15,10 +15,12 @@ SOURCE_DIR = os.environ.get(
     "REFERRAL_SOURCE_DIR",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD_DIR = os.environ.get("REFERRAL_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
-MODULE = os.path.join(BUILD_DIR, "ngx_http_referral_module.so")
+# REFERRAL_NGINX and REFERRAL_MODULE run the module tests against another
+# nginx and the .so built for it (tests/nginx-versions.sh).
+MODULE = os.environ.get("REFERRAL_MODULE", os.path.join(BUILD_DIR, "ngx_http_referral_module.so"))
 WORKER = os.path.join(BUILD_DIR, "referral-worker")
 CTL = os.path.join(BUILD_DIR, "referralctl")
-NGINX = "/usr/sbin/nginx"
+NGINX = os.environ.get("REFERRAL_NGINX", "/usr/sbin/nginx")
 
 
 def free_port():
@@ -345,7 +347,7 @@ STREAM = "referral:events"
 HEX32 = _re.compile(r"^[0-9a-f]{32}$")
 CLICK_FIELDS = {"v", "id", "type", "ts", "code", "visitor", "first_ts", "ip",
                 "ua", "url", "referer", "host"}
-CONVERSION_FIELDS = CLICK_FIELDS | {"action", "user", "amount", "currency", "order"}
+CONVERSION_FIELDS = CLICK_FIELDS | {"action", "user", "amount", "currency", "order", "customer"}
 # A location body that shows the three variables; parse it with echoed().
 ECHO = 'return 200 "status=$referral_status code=$referral_code visitor=$referral_visitor\\n";'
 

@@ -212,7 +212,7 @@ def test_stats_empty(migrated):
     rc, out, _ = ctl(migrated.url, "stats")
     assert rc == 0 and "no referral activity" in out
     rc, j, _ = ctl(migrated.url, "stats", json_out=True)
-    assert j == {"referrers": []}
+    assert j == {"referrers": [], "counted": {}}
 
 
 # ----------------------------------------------------------- the database

@@ -360,3 +360,53 @@ def test_a_variable_read_where_referral_is_off_does_not_decide_for_the_location(
     assert r.body == f"early=[] code={CODE}", r.body
     assert r.cookie() is not None
     assert [e["code"] for e in wait_events(rc, 1)] == [CODE]
+
+
+# ------------------------------------------------------------ referral_skip
+
+SKIP_HTTP = """
+    map $http_user_agent $referral_bot { default 0; ~*bot 1; }
+"""
+SKIP_BACKEND = """
+        location /signup {
+            add_header X-Referral-Conversion "signup; user=$arg_user" always;
+            return 200 "ok\\n";
+        }
+"""
+
+
+def test_skip_reads_nothing_sets_nothing_records_no_click(edge, rc):
+    n = edge(http=SKIP_HTTP,
+             server=f"        location /s/ {{ referral on; referral_skip $referral_bot $http_sec_gpc; {ECHO} }}\n"
+                    "        location /app/ { referral on; referral_skip $referral_bot;"
+                    " proxy_pass http://127.0.0.1:{backend}/; }\n",
+             backend=SKIP_BACKEND)
+    cookie = click(n.port).cookie().value            # a visitor with a cookie
+    bot = [("User-Agent", "Examplebot/1.0"), ("Cookie", f"referral={cookie}")]
+    r = http_request(n.port, f"/s/?ref={OTHER}", bot)
+    assert echoed(r) == {"status": "skipped", "code": "", "visitor": ""}
+    assert r.cookie() is None
+    r = http_request(n.port, f"/s/?ref={OTHER}", [("Sec-GPC", "1")])
+    assert echoed(r)["status"] == "skipped" and r.cookie() is None
+    # "0" and empty values do not skip
+    r = http_request(n.port, f"/s/?ref={OTHER}", [("Sec-GPC", "0"), ("User-Agent", "Firefox")])
+    assert echoed(r)["status"] == "new"
+    # a conversion under skip: stripped, recorded without attribution
+    r = http_request(n.port, "/app/signup?user=9", bot)
+    assert r.header("X-Referral-Conversion") is None
+    events = wait_events(rc, 3)
+    assert [e["type"] for e in events] == ["click", "click", "conversion"], events
+    assert events[1]["code"] == OTHER                  # the Sec-GPC: 0 request
+    conv = events[2]
+    assert conv["code"] == "" and conv.get("visitor", "") == "", conv
+    st = referral_status(n.port)
+    assert st["skipped"] == 3 and st["clicks"] == 2, st
+
+
+def test_skip_set_at_a_level_replaces_the_outer_one(edge):
+    n = edge(http=SKIP_HTTP + "    referral_skip $referral_bot;\n",
+             server=f"        location /inner/ {{ referral on; referral_skip $arg_noref; {ECHO} }}\n")
+    bot = [("User-Agent", "somebot")]
+    assert echoed(http_request(n.port, f"/?ref={CODE}", bot))["status"] == "skipped"
+    assert echoed(http_request(n.port, f"/inner/?ref={CODE}", bot))["status"] == "new"
+    assert echoed(http_request(n.port, f"/inner/?ref={CODE}&noref=1"))["status"] == "skipped"

@@ -25,6 +25,7 @@ MALFORMED = {
     "currency_four_letters": "subscribe; user=1; amount=100; currency=usdx",
     "currency_digits": "subscribe; user=1; amount=100; currency=123",
     "order_too_long": "subscribe; user=1; order=" + "o" * 129,
+    "customer_with_dash": "subscribe; user=1; customer=cus-1",
     "pair_without_equals": "signup; user",
     "empty": ";",
 }
@@ -35,7 +36,7 @@ BACKEND = """
             return 200 "ok\\n";
         }
         location /subscribe {
-            add_header X-Referral-Conversion "subscribe; user=42; amount=999; currency=usd; order=in_1Nx" always;
+            add_header X-Referral-Conversion "subscribe; user=42; amount=999; currency=usd; order=in_1Nx; customer=cus_NffrFeUfNV2Hib" always;
             return 200 "ok\\n";
         }
         location /two {
@@ -123,8 +124,8 @@ def test_conversion_with_every_parameter(shop, rc):
     r = http_request(shop.port, "/app/subscribe", [("Cookie", f"referral={cookie}")])
     assert r.all("X-Referral-Conversion") == []
     conv = wait_events(rc, 2)[1]
-    assert (conv["action"], conv["user"], conv["amount"], conv["currency"], conv["order"]) == \
-        ("subscribe", "42", "999", "usd", "in_1Nx")
+    assert (conv["action"], conv["user"], conv["amount"], conv["currency"], conv["order"],
+            conv["customer"]) == ("subscribe", "42", "999", "usd", "in_1Nx", "cus_NffrFeUfNV2Hib")
 
 
 def test_conversion_without_attribution_has_empty_code(shop, rc):

@@ -249,20 +249,50 @@ void test_bad_order(void**) {
     bad("x; user=1; order=a\nb");
 }
 
-// customer: the user's id at the payment provider, 1..64 of [A-Za-z0-9_].
 void test_customer(void**) {
+    // SPEC: the user's id at the payment provider, 1 to 64 of [A-Za-z0-9_]
     Conversion c = ok("subscribe; user=42; customer=cus_NffrFeUfNV2Hib");
     assert_true(c.customer == "cus_NffrFeUfNV2Hib");
-    assert_true(ok("signup; user=1").customer.empty());
-    std::string longest(64, 'C');
-    assert_true(ok("subscribe; user=1; customer=" + longest).customer == longest);
-    bad("subscribe; user=1; customer=" + std::string(65, 'C'));  // too long
-    bad("subscribe; user=1; customer=");
-    bad("subscribe; user=1; customer=cus-1");   // '-' is not in the set
-    bad("subscribe; user=1; customer=cus.1");
-    bad("subscribe; user=1; customer=cus_1; customer=cus_2");
+    assert_true(ok("subscribe; user=42").customer.empty());
+    assert_true(ok("x; user=1; customer=" + std::string(64, 'C')).customer.size() == 64);
+    bad("x; user=1; customer=" + std::string(65, 'C'));
+    bad("x; user=1; customer=");
+    bad("x; user=1; customer=cus-1");
+    bad("x; user=1; customer=cus.1");
+    bad("x; user=1; customer=cus 1");
+    bad("x; user=1; customer=a; customer=b");
+}
+
+// The field rules on their own, as the worker and referralctl use them.
+void test_field_rules(void**) {
+    assert_true(referral::is_action("refund"));
+    assert_true(referral::is_action(std::string(32, 'a')));
+    assert_false(referral::is_action(std::string(33, 'a')));
+    assert_false(referral::is_action(""));
+    assert_false(referral::is_action("Signup"));
+    assert_false(referral::is_action("sign-up"));
+    assert_true(referral::is_user("u@example.com"));
+    assert_true(referral::is_user(std::string(128, 'u')));
+    assert_false(referral::is_user(std::string(129, 'u')));
+    assert_false(referral::is_user("a;b"));
+    assert_false(referral::is_user("a=b"));
+    assert_false(referral::is_user("a\x7f"));
+    assert_true(referral::is_order("in_1Nx"));
+    assert_false(referral::is_order(""));
+    assert_false(referral::is_order("a b"));
+    assert_true(referral::is_token("x", 1));
+    assert_false(referral::is_token("xy", 1));
+    assert_true(referral::is_amount("-999999999999999999"));
+    assert_false(referral::is_amount("1234567890123456789"));
+    assert_false(referral::is_amount("-"));
+    assert_false(referral::is_amount(""));
+    assert_true(referral::is_currency("usd"));
+    assert_true(referral::is_currency("EUR"));
+    assert_false(referral::is_currency("us"));
+    assert_false(referral::is_currency("u1d"));
     assert_true(referral::is_customer("cus_1"));
-    assert_false(referral::is_customer("cus 1"));
+    assert_false(referral::is_customer("cus-1"));
+    assert_false(referral::is_customer(""));
 }
 
 }  // namespace
@@ -281,6 +311,7 @@ int main(void) {
         cmocka_unit_test(test_empty_parameter),
         cmocka_unit_test(test_bad_order),
         cmocka_unit_test(test_customer),
+        cmocka_unit_test(test_field_rules),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -371,6 +371,26 @@ void test_delivery_config_refusals(void**) {
     assert_true(contains(e, ":7: key 'reward[0].daily_cap': bad value -1"));
 }
 
+// SPEC "Abuse and privacy rules in the worker".
+void test_abuse_keys(void**) {
+    Config c = parse_config("click_dedup = \"1h\"\nreview_same_ip = true\nretention = \"400d\"\nretain = \"24h\"\n",
+                            "w.toml");
+    assert_int_equal(c.click_dedup_ms, 3600 * 1000);
+    assert_true(c.review_same_ip);
+    assert_int_equal(c.retention_ms, 400LL * 86400 * 1000);
+    assert_int_equal(c.retain_ms, 24LL * 3600 * 1000);
+    Config d = parse_config("", "w.toml");
+    assert_int_equal(d.click_dedup_ms, 0);
+    assert_false(d.review_same_ip);
+    assert_int_equal(d.retention_ms, 0);
+    assert_int_equal(d.retain_ms, 0);
+    assert_true(contains(refusal("review_same_ip = \"yes\"\n"), "worker.toml:1: key 'review_same_ip': expected true or false"));
+    assert_true(contains(refusal("\nclick_dedup = \"an hour\"\n"), ":2: key 'click_dedup': bad value"));
+    assert_true(contains(refusal("retention = \"1h\"\n"), ":1: key 'retention': bad value: at least 1d"));
+    assert_true(contains(refusal("retain = \"10s\"\n"), ":1: key 'retain': bad value: at least 1m"));
+    assert_true(refusal("retain = \"0s\"\nretention = \"0s\"\n").empty());
+}
+
 void test_secret_files(void**) {
     char dir[] = "/tmp/referral-secrets-XXXXXX";
     assert_non_null(mkdtemp(dir));
@@ -406,6 +426,7 @@ int main() {
         cmocka_unit_test(test_delivery_config),
         cmocka_unit_test(test_delivery_config_refusals),
         cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_abuse_keys),
         cmocka_unit_test(test_spec_example_is_accepted),
         cmocka_unit_test(test_defaults_are_the_spec_rules),
         cmocka_unit_test(test_reward_list_replaces_defaults),

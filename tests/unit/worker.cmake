@@ -3,3 +3,4 @@ referral_unit_test(test_worker_config unit/test_worker_config.cpp LIBS referral_
 referral_unit_test(test_worker_rules unit/test_worker_rules.cpp LIBS referral_worker)
 referral_unit_test(test_worker_event unit/test_worker_event.cpp LIBS referral_worker)
 referral_unit_test(test_worker_stripe unit/test_worker_stripe.cpp LIBS referral_worker)
+referral_unit_test(test_worker_retain unit/test_worker_retain.cpp LIBS referral_worker)
