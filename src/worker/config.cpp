@@ -142,11 +142,27 @@ bool parse_redis_url(std::string_view url, RedisAddress* out, std::string* err) 
         *out = a;
         return true;
     }
-    if (url.rfind("redis://", 0) != 0) {
-        *err = "expected redis://[:password@]host:port[/db] or unix:/path";
+    std::string_view rest;
+    if (url.rfind("redis-sentinel://", 0) == 0) {
+        rest = url.substr(17);
+        std::size_t hash = rest.find('#');
+        if (hash == std::string_view::npos || hash + 1 == rest.size()) {
+            *err = "a Sentinel address names its service: redis-sentinel://host:port[,host:port...][/db]#service";
+            return false;
+        }
+        a.service = std::string(rest.substr(hash + 1));
+        if (!is_token(a.service, 128)) {
+            *err = "bad service name";
+            return false;
+        }
+        rest = rest.substr(0, hash);
+    } else if (url.rfind("redis://", 0) == 0) {
+        rest = url.substr(8);
+    } else {
+        *err = "expected redis://[:password@]host:port[/db], unix:/path or "
+               "redis-sentinel://[:password@]host:port[,host:port...][/db]#service";
         return false;
     }
-    std::string_view rest = url.substr(8);
     std::size_t slash = rest.find('/');
     std::string_view hostpart = rest.substr(0, slash);
     if (slash != std::string_view::npos) {
@@ -171,6 +187,30 @@ bool parse_redis_url(std::string_view url, RedisAddress* out, std::string* err) 
             a.user = std::string(auth.substr(0, colon));
             a.password = std::string(auth.substr(colon + 1));
         }
+    }
+    if (!a.service.empty()) {
+        // Sentinels: host:port[,host:port...], each parsed as a plain address.
+        while (!hostpart.empty()) {
+            std::size_t comma = hostpart.find(',');
+            RedisAddress one;
+            std::string sub_err;
+            if (!parse_redis_url("redis://" + std::string(hostpart.substr(0, comma)), &one, &sub_err)) {
+                *err = "Sentinel " + std::string(hostpart.substr(0, comma)) + ": " + sub_err;
+                return false;
+            }
+            const bool has_port = hostpart.substr(0, comma).find(':') != std::string_view::npos;
+            a.sentinels.emplace_back(one.host, has_port ? one.port : 26379);
+            if (comma == std::string_view::npos) break;
+            hostpart = hostpart.substr(comma + 1);
+        }
+        if (a.sentinels.empty() || a.sentinels.size() > 16) {
+            *err = "expected 1 to 16 Sentinels";
+            return false;
+        }
+        a.host = a.sentinels[0].first;  // replaced by the primary once asked
+        a.port = a.sentinels[0].second;
+        *out = a;
+        return true;
     }
     std::string_view host = hostpart;
     if (!hostpart.empty() && hostpart[0] == '[') {  // [::1]:6379
@@ -223,6 +263,14 @@ bool parse_redis_url(std::string_view url, RedisAddress* out, std::string* err) 
 
 std::string describe(const RedisAddress& a) {
     if (!a.unix_path.empty()) return "unix:" + a.unix_path + (a.db ? " db " + std::to_string(a.db) : "");
+    if (!a.service.empty()) {
+        std::string s = "redis-sentinel://";
+        if (!a.password.empty()) s += ":***@";
+        for (std::size_t i = 0; i < a.sentinels.size(); i++)
+            s += (i ? "," : "") + a.sentinels[i].first + ":" + std::to_string(a.sentinels[i].second);
+        if (a.db) s += "/" + std::to_string(a.db);
+        return s + "#" + a.service;
+    }
     std::string s = "redis://";
     if (!a.password.empty()) s += (a.user.empty() ? "" : a.user) + ":***@";
     s += a.host.find(':') != std::string::npos ? "[" + a.host + "]" : a.host;

@@ -53,14 +53,19 @@ bool rule_applies(const RewardRule& rule, std::string_view action,
 // "$10.00 credit", "€5.50 credit", "12.00 CHF credit", "7 extra trial days".
 std::string reward_label(GrantKind kind, std::int64_t amount, std::string_view currency);
 
-// redis://[[user]:password@]host[:port][/db]  or  unix:/path
+// redis://[[user]:password@]host[:port][/db], unix:/path, or
+// redis-sentinel://[:password@]host:port[,host:port...][/db]#service
 struct RedisAddress {
     std::string host;       // empty for a unix socket
     int port = 6379;
     std::string unix_path;  // empty for TCP
     std::string user;
-    std::string password;
+    std::string password;   // the primary's (Sentinels are asked without one)
     int db = 0;
+    // Sentinels, asked in order for the current primary of `service` on
+    // every (re)connect; empty for a plain address.
+    std::vector<std::pair<std::string, int>> sentinels;
+    std::string service;
 };
 bool parse_redis_url(std::string_view url, RedisAddress* out, std::string* err);
 // The address for logs: the password is never shown.

@@ -104,10 +104,14 @@ bool DeliveryLoop::round() {
 }
 
 bool DeliveryLoop::retention() {
-    if (config_.retention_ms <= 0 || now_ms() < next_retention_ms_) return false;
+    if (now_ms() < next_retention_ms_) return false;
     constexpr int kBatch = 500;
     store_->begin();
-    std::int64_t n = store_->apply_retention(format_db_time(now_ms() - config_.retention_ms), kBatch);
+    // Conversions kept for a signup that never came, past the window.
+    store_->drop_early_before(format_db_time(now_ms() - config_.window_ms - 86400LL * 1000));
+    std::int64_t n = config_.retention_ms > 0
+                         ? store_->apply_retention(format_db_time(now_ms() - config_.retention_ms), kBatch)
+                         : 0;
     store_->commit();
     totals_.retained += n;
     // A full batch: more is due, go on at once; else look again in a minute.

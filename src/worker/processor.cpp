@@ -125,6 +125,8 @@ void Counters::add(const Counters& o) {
     code_expired += o.code_expired;
     code_revoked += o.code_revoked;
     same_ip += o.same_ip;
+    early += o.early;
+    replayed += o.replayed;
     refund_unknown += o.refund_unknown;
     refund_outside += o.refund_outside;
     customers += o.customers;
@@ -161,6 +163,8 @@ std::string Counters::describe() const {
     add("code_expired", code_expired);
     add("code_revoked", code_revoked);
     add("same_ip", same_ip);
+    add("early", early);
+    add("replayed", replayed);
     add("refund_unknown_order", refund_unknown);
     add("refund_outside_window", refund_outside);
     add("customers", customers);
@@ -195,6 +199,7 @@ void Processor::persist(Store& store, const Counters& c) {
         {"refund_unknown_order", c.refund_unknown}, {"refund_outside_window", c.refund_outside},
         {"click_dedup", c.click_dedup},       {"code_expired", c.code_expired},
         {"code_revoked", c.code_revoked},     {"same_ip", c.same_ip},
+        {"early", c.early},                   {"replayed", c.replayed},
     };
     for (const auto& f : figures) {
         if (f.second != 0) store.add_counter(f.first, f.second);
@@ -341,6 +346,7 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
                     c->same_ip++;
                 }
                 lifecycle_.linked(store, ev.user, ref->user_id, ev.code, at);
+                apply_early(store, ev, user, c);
             } else {
                 c->double_referral++;  // linked meanwhile by another worker
                 user = store.get_user(ev.user);
@@ -360,10 +366,8 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     }
 
     record_seen();
-    if (!user.referral_id) return;
     ResponseRow row;
     row.event_id = ev.id;
-    row.referral_id = *user.referral_id;
     row.action = ev.action;
     row.visitor_id = ev.visitor;
     row.user_id = ev.user;
@@ -376,10 +380,61 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     row.currency = ev.currency;
     row.order_id = ev.order;
     row.created_at = at;
+    if (!user.referral_id && ev.action != "signup" && !ev.code.empty()) {
+        // A conversion carrying a code from a user not linked (yet): their
+        // signup may be in another worker's batch right now. Its insert of
+        // the user's row holds our ensure_user until it commits; look
+        // again, else keep the conversion for that signup (within the
+        // window; the delivery loop drops what is older).
+        store.ensure_user(ev.user, at);
+        user = store.get_user(ev.user);
+        if (!user.referral_id) {
+            if (store.keep_early(row)) c->early++;
+            return;
+        }
+    }
+    if (!user.referral_id) return;
+    row.referral_id = *user.referral_id;
     auto response = store.insert_response(row);
     if (!response) return;
     c->responses++;
     credit_rewards(store, ev, user, *response, c);
+}
+
+void Processor::apply_early(Store& store, const Event& signup, const UserState& user, Counters* c) {
+    auto kept = store.take_early(signup.user, format_db_time(signup.ts - config_.window_ms));
+    for (const Store::EarlyRow& k : kept) {
+        Event e;
+        e.id = k.event_id;
+        e.type = "conversion";
+        e.action = k.action;
+        e.user = signup.user;
+        e.order = k.order_id;
+        e.currency = k.currency;
+        e.amount = k.amount;
+        e.ts = k.ts_ms;
+        e.created_at = k.created_at;
+        ResponseRow row;
+        row.event_id = k.event_id;
+        row.referral_id = *user.referral_id;
+        row.action = k.action;
+        row.visitor_id = k.visitor_id;
+        row.user_id = signup.user;
+        row.ip = k.ip;
+        row.user_agent = k.user_agent;
+        row.target = k.target;
+        row.referer = k.referer;
+        row.host = k.host;
+        row.amount = k.amount;
+        row.currency = k.currency;
+        row.order_id = k.order_id;
+        row.created_at = k.created_at;
+        auto response = store.insert_response(row);
+        if (!response) continue;
+        c->responses++;
+        c->replayed++;
+        credit_rewards(store, e, user, *response, c);
+    }
 }
 
 std::int64_t* Processor::refuse_link(Store& store, const Event& ev, const ReferralRef& ref, const UserState& user,

@@ -62,6 +62,8 @@ struct Counters {
     std::int64_t code_expired = 0;   // clicks and signups on a code past its expires_at
     std::int64_t code_revoked = 0;   // ... on a revoked code
     std::int64_t same_ip = 0;        // signups from an address the referrer used: to review
+    std::int64_t early = 0;          // conversions kept until the signup that links their user
+    std::int64_t replayed = 0;       // kept conversions applied when their signup linked the user
     std::int64_t codes_created = 0;
     std::int64_t dead = 0;           // entries sent to the dead stream
     std::int64_t trimmed = 0;        // pending entries whose data was trimmed: acknowledged unapplied
@@ -99,6 +101,8 @@ private:
     std::string owner_of(Store& store, std::int64_t referral_id);
     void apply_click(Store& store, const Event& ev, Counters* c);
     void apply_conversion(Store& store, const Event& ev, Counters* c);
+    // The kept conversions of a user just linked through `referral_id`.
+    void apply_early(Store& store, const Event& signup, const UserState& user, Counters* c);
     void credit_rewards(Store& store, const Event& ev, const UserState& user, std::int64_t response_id,
                         Counters* c);
     // Why a signup through `ref` must not be linked (a counter), or null.

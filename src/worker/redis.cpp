@@ -86,8 +86,40 @@ redisReplyObjectFunctions kArenaFunctions = {arena_string, arena_array, arena_in
 
 // ----------------------------------------------------------- connection
 
+// Asks the Sentinels, in order, for the current primary of the service
+// (SENTINEL get-master-addr-by-name); the first that answers decides.
+void Redis::find_primary() {
+    std::string errors;
+    for (const auto& s : address_.sentinels) {
+        struct timeval tv = {1, 0};
+        redisContext* c = redisConnectWithTimeout(s.first.c_str(), s.second, tv);
+        if (!c || c->err) {
+            errors += "; " + s.first + ":" + std::to_string(s.second) + ": " + (c ? c->errstr : "no memory");
+            if (c) redisFree(c);
+            continue;
+        }
+        redisSetTimeout(c, tv);
+        auto* r = static_cast<redisReply*>(
+            redisCommand(c, "SENTINEL get-master-addr-by-name %s", address_.service.c_str()));
+        bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                  r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING;
+        if (ok) {
+            address_.host.assign(r->element[0]->str, r->element[0]->len);
+            address_.port = std::atoi(r->element[1]->str);
+        } else {
+            errors += "; " + s.first + ":" + std::to_string(s.second) + ": " +
+                      (r && r->type == REDIS_REPLY_ERROR ? std::string(r->str) : "does not know " + address_.service);
+        }
+        if (r) freeReplyObject(r);
+        redisFree(c);
+        if (ok) return;
+    }
+    throw RedisError("no Sentinel of " + describe(address_) + " named a primary" + errors, false);
+}
+
 void Redis::connect() {
     close();
+    if (!address_.sentinels.empty()) find_primary();
     struct timeval tv = {5, 0};
     redisContext* c = address_.unix_path.empty()
                           ? redisConnectWithTimeout(address_.host.c_str(), address_.port, tv)
@@ -111,7 +143,20 @@ void Redis::connect() {
             std::string db = std::to_string(address_.db);
             command({"SELECT", db});
         }
+        if (!address_.sentinels.empty()) {
+            // A Sentinel's answer may be stale during a failover: write
+            // only to a server that says it is the primary.
+            Reply role = command({"ROLE"});
+            if (role->type != REDIS_REPLY_ARRAY || role->elements == 0 ||
+                role->element[0]->type != REDIS_REPLY_STRING || std::strcmp(role->element[0]->str, "master") != 0) {
+                close();
+                throw RedisError(address_.host + ":" + std::to_string(address_.port) +
+                                     " is not the primary yet (failover in progress)",
+                                 false);
+            }
+        }
     } catch (const RedisError& e) {
+        if (!e.is_reply && !ctx_) throw;
         close();
         // The message is Redis's (WRONGPASS ...), never the password.
         throw RedisError(std::string("Redis at ") + describe(address_) + " refused the login: " + e.what(),

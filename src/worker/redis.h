@@ -73,6 +73,7 @@ public:
     const RedisAddress& address() const noexcept { return address_; }
 
 private:
+    void find_primary();  // Sentinel addresses: sets host and port; throws RedisError
     void send(const std::vector<std::string_view>& args);
     redisReply* read_reply(Arena* arena);
 

@@ -168,6 +168,25 @@ std::string migration_3(bool pg) {
         // Click dedup: a visitor's last click on a code.
         "CREATE INDEX referral_response_visitor ON referral_response (referral_id, visitor_id, created_at);"
 
+        // Conversions of a user not linked yet that carried a code: with
+        // several workers a friend's subscribe may be applied before their
+        // signup; the signup that links them applies these then.
+        "CREATE TABLE referral_early ("
+        " event_id CHAR(32) PRIMARY KEY,"
+        " user_id VARCHAR(128) NOT NULL,"
+        " action VARCHAR(32) NOT NULL,"
+        " visitor_id CHAR(32),"
+        " ip VARCHAR(64),"
+        " user_agent VARCHAR(512),"
+        " target VARCHAR(2048),"
+        " referer VARCHAR(2048),"
+        " host VARCHAR(1024),"
+        " amount BIGINT,"
+        " currency CHAR(3),"
+        " order_id VARCHAR(128),"
+        " created_at " + ts + " NOT NULL);"
+        "CREATE INDEX referral_early_user ON referral_early (user_id, created_at);"
+
         // What the worker counted (blocked, reviewed, reversed, ...), for
         // `referralctl stats`; added to in each batch's transaction.
         "CREATE TABLE referral_counter ("

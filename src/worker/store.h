@@ -174,6 +174,22 @@ public:
     bool redeem(std::int64_t id, std::string_view at);
     std::vector<StatsRow> stats();
 
+    // ---- conversions before the signup that links them (store_abuse.cpp)
+    // Keeps a conversion of a user not linked yet (the row's strings are
+    // copied); false when this event is kept already.
+    bool keep_early(const ResponseRow& row);
+    // The user's kept conversions at or after `since`, oldest first, and
+    // forgets all of the user's (they are applied now, or never can be).
+    struct EarlyRow {
+        std::string event_id, action, visitor_id, ip, user_agent, target, referer, host, currency, order_id,
+            created_at;
+        std::optional<std::int64_t> amount;
+        std::int64_t ts_ms = 0;
+    };
+    std::vector<EarlyRow> take_early(std::string_view user, std::string_view since);
+    // Kept conversions whose signup never came (older than the window).
+    std::int64_t drop_early_before(std::string_view before);
+
     // ---- abuse and privacy (store_abuse.cpp)
     // A stored click of this visitor on this referral in [from, to]?
     bool recent_click(std::int64_t referral_id, std::string_view visitor, std::string_view from,

@@ -3,6 +3,7 @@
 // revocation, the worker's persisted counters, retention and erasure.
 #include <cstdlib>
 
+#include "worker/lifecycle.h"
 #include "worker/store.h"
 
 namespace referral::worker {
@@ -28,6 +29,11 @@ enum Q : int {
     kForgetVisitors,
     kForgetDeviceResponses,
     kForgetDevice,
+    kKeepEarly,
+    kTakeEarly,
+    kDropEarly,
+    kForgetEarly,
+    kRetainEarly,
 };
 
 std::int64_t to_int(const std::optional<std::string>& s) {
@@ -35,6 +41,42 @@ std::int64_t to_int(const std::optional<std::string>& s) {
 }
 
 }  // namespace
+
+bool Store::keep_early(const ResponseRow& x) {
+    return db_->exec(kKeepEarly,
+                     "INSERT INTO referral_early (event_id, user_id, action, visitor_id, ip, user_agent, target,"
+                     " referer, host, amount, currency, order_id, created_at)"
+                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                     " ON CONFLICT (event_id) DO NOTHING",
+                     {Param::Text(x.event_id), Param::Text(x.user_id), Param::Text(x.action),
+                      Param::OptText(x.visitor_id), Param::OptText(x.ip), Param::OptText(x.user_agent),
+                      Param::OptText(x.target), Param::OptText(x.referer), Param::OptText(x.host),
+                      x.amount ? Param::Int(*x.amount) : Param::Null(), Param::OptText(x.currency),
+                      Param::OptText(x.order_id), Param::Text(x.created_at)}) > 0;
+}
+
+std::vector<Store::EarlyRow> Store::take_early(std::string_view user, std::string_view since) {
+    std::vector<EarlyRow> out;
+    std::string sql =
+        "SELECT event_id, action, visitor_id, ip, user_agent, target, referer, host, currency, order_id,"
+        " created_at, amount, " + db_->iso("created_at") +
+        " FROM referral_early WHERE user_id = $1 AND created_at >= $2 ORDER BY created_at, event_id";
+    for (const Row& r : db_->query(kTakeEarly, sql.c_str(), {Param::Text(user), Param::Text(since)})) {
+        EarlyRow e;
+        std::string* fields[] = {&e.event_id, &e.action,  &e.visitor_id, &e.ip,       &e.user_agent, &e.target,
+                                 &e.referer,  &e.host,    &e.currency,   &e.order_id, &e.created_at};
+        for (std::size_t i = 0; i < 11; i++) *fields[i] = r[i] ? *r[i] : std::string();
+        if (r[11]) e.amount = to_int(r[11]);
+        e.ts_ms = r[12] ? iso_to_ms(*r[12]) : 0;
+        out.push_back(std::move(e));
+    }
+    db_->exec(kDropEarly, "DELETE FROM referral_early WHERE user_id = $1", {Param::Text(user)});
+    return out;
+}
+
+std::int64_t Store::drop_early_before(std::string_view before) {
+    return db_->exec(kRetainEarly, "DELETE FROM referral_early WHERE created_at < $1", {Param::Text(before)});
+}
 
 bool Store::recent_click(std::int64_t referral_id, std::string_view visitor, std::string_view from,
                          std::string_view to) {
@@ -133,6 +175,10 @@ Forgotten Store::forget(std::string_view user) {
     f.responses = db_->exec(kForgetResponses, (std::string(clear) + " WHERE user_id = $1").c_str(),
                             {Param::Text(user)});
     f.visitors = db_->exec(kForgetVisitors, "DELETE FROM referral_visitor WHERE user_id = $1", {Param::Text(user)});
+    f.responses += db_->exec(kForgetEarly,
+                             "UPDATE referral_early SET ip = NULL, user_agent = NULL, target = NULL, referer = NULL,"
+                             " visitor_id = NULL WHERE user_id = $1",
+                             {Param::Text(user)});
     for (const std::string& v : f.visitor_ids) {
         f.responses += db_->exec(kForgetDeviceResponses, (std::string(clear) + " WHERE visitor_id = $1").c_str(),
                                  {Param::Text(v)});

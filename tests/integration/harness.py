@@ -145,10 +145,10 @@ class RedisServer:
         self.unix = os.path.join(self.dir, "redis.sock") if unix else None
         self.proc = None
 
-    def start(self):
+    def start(self, *extra):
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self.dir,
-                "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")]
+                "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")] + list(extra)
         if self.password:
             args += ["--requirepass", self.password]
         if self.unix:
@@ -177,6 +177,81 @@ class RedisServer:
 
 
 # ------------------------------------------------------------ PostgreSQL
+
+class SentinelSet:
+    """A primary, a replica and three redis-sentinel processes (Debian's)
+    on 127.0.0.1, quorum 2, a primary judged down after 1 s."""
+
+    SERVICE = "referral"
+
+    def __init__(self):
+        self.primary = RedisServer()
+        self.replica = RedisServer()
+        self.sentinels = []  # (port, dir, proc)
+
+    def start(self):
+        self.primary.start()
+        self.replica.start("--replicaof", "127.0.0.1", str(self.primary.port))
+        wait_until(lambda: self.replica.client().cmd("INFO", "replication").find("master_link_status:up") >= 0,
+                   timeout=15)
+        for _ in range(3):
+            port, d = free_port(), world_dir("referral-sentinel-")
+            conf = os.path.join(d, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndir {d}\n"
+                        f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+                        f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                        f"sentinel failover-timeout {self.SERVICE} 4000\n"
+                        f"sentinel parallel-syncs {self.SERVICE} 1\n")
+            proc = subprocess.Popen(["redis-sentinel", conf, "--logfile", os.path.join(d, "sentinel.log")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(port)
+            self.sentinels.append((port, d, proc))
+        # Every Sentinel knows the replica and the other Sentinels.
+        wait_until(lambda: all(self.sentinel_cmd(p, "SENTINEL", "replicas", self.SERVICE)
+                               and len(self.sentinel_cmd(p, "SENTINEL", "sentinels", self.SERVICE)) == 2
+                               for p, _, _ in self.sentinels), timeout=30)
+        return self
+
+    def sentinel_cmd(self, port, *args):
+        c = RedisClient(port)
+        try:
+            return c.cmd(*args)
+        finally:
+            c.close()
+
+    def primary_port(self):
+        return int(self.sentinel_cmd(self.sentinels[0][0], "SENTINEL", "get-master-addr-by-name",
+                                     self.SERVICE)[1])
+
+    @property
+    def url(self):
+        hosts = ",".join(f"127.0.0.1:{p}" for p, _, _ in self.sentinels)
+        return f"redis-sentinel://{hosts}#{self.SERVICE}"
+
+    def fail_over(self, timeout=30):
+        """Kills the current primary; returns the port of the new one."""
+        old = self.primary_port()
+        victim = self.primary if self.primary.port == old else self.replica
+        victim.proc.kill()
+        victim.proc.wait(10)
+        wait_until(lambda: self.primary_port() != old, timeout=timeout)
+        new = self.primary_port()
+        c = RedisClient(new)
+        try:
+            wait_until(lambda: c.cmd("ROLE")[0] == "master", timeout=timeout)
+        finally:
+            c.close()
+        return new
+
+    def close(self):
+        for _, d, proc in self.sentinels:
+            proc.kill()
+            proc.wait(10)
+            shutil.rmtree(d, ignore_errors=True)
+        self.primary.close()
+        self.replica.close()
+
 
 def _pg_bin(name):
     base = "/usr/lib/postgresql"
