@@ -7,6 +7,7 @@
 #include <new>
 
 #include "core/hmac.h"
+#include "core/ipmask.h"
 #include "referral_module.h"
 
 namespace referral_ngx {
@@ -218,6 +219,38 @@ char* set_enable(ngx_conf_t* cf, ngx_command_t* cmd, void* conf) noexcept {
     return NGX_CONF_OK;
 }
 
+// A bit count of referral_ip_mask: 0 (nothing kept) up to `max`.
+bool parse_bits(ngx_conf_t* cf, ngx_uint_t i, ngx_int_t max, ngx_int_t* bits) {
+    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
+    *bits = ngx_atoi(value[i].data, value[i].len);  // NGX_ERROR for "", "-1", "24x"
+    if (*bits != NGX_ERROR && *bits <= max) return true;
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid value \"%V\" in \"%V\" directive, it must be %s",
+                       &value[i], &value[0],
+                       i == 1 ? "a number of bits from 0 to 32, or \"off\"" : "a number of bits from 0 to 128");
+    return false;
+}
+
+// `referral_ip_mask V4BITS [V6BITS]` or `off`, so an inner level can send
+// full addresses again (and only a level that says so).
+char* set_ip_mask(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
+    auto* lcf = static_cast<LocConf*>(conf);
+    if (lcf->ip_mask_v4 != NGX_CONF_UNSET) return const_cast<char*>("is duplicate");
+    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
+    if (cf->args->nelts == 2 && value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        lcf->ip_mask_v4 = kIpMaskOff;
+        lcf->ip_mask_v6 = kIpMaskOff;
+        return NGX_CONF_OK;
+    }
+    ngx_int_t v4 = 0, v6 = referral::kDefaultIpv6MaskBits;
+    if (!parse_bits(cf, 1, referral::kIpv4Bits, &v4)) return static_cast<char*>(NGX_CONF_ERROR);
+    if (cf->args->nelts == 3 && !parse_bits(cf, 2, referral::kIpv6Bits, &v6)) {
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    lcf->ip_mask_v4 = v4;
+    lcf->ip_mask_v6 = v6;
+    return NGX_CONF_OK;
+}
+
 // ------------------------------------------- post handlers: value checks
 
 bool is_cookie_token(const ngx_str_t& s) {
@@ -347,6 +380,8 @@ ngx_command_t commands[] = {
      set_enable, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, enable), nullptr},
     {ngx_string("referral_skip"), kAnyLevel | NGX_CONF_1MORE,
      ngx_http_set_predicate_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, skip), nullptr},
+    {ngx_string("referral_ip_mask"), kAnyLevel | NGX_CONF_TAKE12,
+     set_ip_mask, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     {ngx_string("referral_code"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_http_set_complex_value_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, code), nullptr},
     {ngx_string("referral_secret"), kAnyLevel | NGX_CONF_TAKE1,
@@ -412,6 +447,8 @@ void* create_loc_conf(ngx_conf_t* cf) noexcept {
     // cookie_flags: 0 is "unset" for a bitmask.
     lcf->window = NGX_CONF_UNSET;
     lcf->attribution = NGX_CONF_UNSET_UINT;
+    lcf->ip_mask_v4 = NGX_CONF_UNSET;
+    lcf->ip_mask_v6 = NGX_CONF_UNSET;
     return lcf;
 }
 
@@ -458,6 +495,10 @@ char* merge_loc_conf(ngx_conf_t* cf, void* parent, void* child) noexcept {
     ngx_conf_merge_sec_value(conf->window, prev->window, kDefaultWindow);
     ngx_conf_merge_uint_value(conf->attribution, prev->attribution,
                               static_cast<ngx_uint_t>(Attribution::first));
+    if (conf->ip_mask_v4 == NGX_CONF_UNSET) {  // both halves come from one directive
+        conf->ip_mask_v4 = prev->ip_mask_v4 == NGX_CONF_UNSET ? kIpMaskOff : prev->ip_mask_v4;
+        conf->ip_mask_v6 = prev->ip_mask_v6 == NGX_CONF_UNSET ? kIpMaskOff : prev->ip_mask_v6;
+    }
     if (conf->conversion_header.data == nullptr) conf->conversion_header = prev->conversion_header;
     if (conf->conversion_header.data == nullptr) {
         ngx_str_set(&conf->conversion_header, "X-Referral-Conversion");

@@ -1,6 +1,7 @@
 #include "referral_events.h"
 
 #include "core/event.h"
+#include "core/ipmask.h"
 #include "core/random.h"
 
 namespace referral_ngx {
@@ -30,7 +31,18 @@ void record_event(ngx_http_request_t* r, const char* type, const RequestCtx* ctx
     e.code = code;
     if (ctx->has_visitor) e.visitor = std::string_view(reinterpret_cast<const char*>(ctx->visitor), 32);
     e.first_ts_ms = ctx->has_visitor ? ctx->first_ts_ms : 0;
-    e.ip = view(r->connection->addr_text);
+    // referral_ip_mask: masked here, before the event exists, so neither
+    // Redis nor the spool ever holds the full address. Text that is not an
+    // address gives an empty ip, never the unmasked text.
+    auto* lcf = static_cast<LocConf*>(ngx_http_get_module_loc_conf(r, ngx_http_referral_module));
+    char masked[referral::kMaskedIpMaxLen];
+    if (lcf->ip_mask_v4 == kIpMaskOff) {
+        e.ip = view(r->connection->addr_text);
+    } else {
+        e.ip = std::string_view(masked, referral::mask_ip(view(r->connection->addr_text),
+                                                          static_cast<unsigned>(lcf->ip_mask_v4),
+                                                          static_cast<unsigned>(lcf->ip_mask_v6), masked));
+    }
     e.ua = header_value(r->headers_in.user_agent);
     e.url = view(r->unparsed_uri);
     e.referer = header_value(r->headers_in.referer);

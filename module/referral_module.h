@@ -80,7 +80,13 @@ struct LocConf {
     ngx_uint_t attribution;
     ngx_str_t conversion_header;  // empty: "off"
     ngx_str_t cookie_attrs;       // "; Max-Age=..; Path=..; ..", rendered once
+    ngx_int_t ip_mask_v4;         // referral_ip_mask bits, or kIpMaskOff
+    ngx_int_t ip_mask_v6;
 };
+
+// referral_ip_mask off (the default): events carry the address unmasked.
+constexpr ngx_int_t kIpMaskOff = -2;  // NGX_CONF_UNSET (-1) is "not set here"
+
 
 // What this request is attributed to; computed once, on first use.
 struct RequestCtx {

@@ -64,13 +64,15 @@ In another terminal, from $ROOT:
 
   # alice's sharing code (the link follows on the second line)
   CODE=\$($CTL code create --user alice | head -1)
-  # bob follows it (the cookie jar plays bob's browser), then signs up
-  curl -si -c run/bob.jar "http://127.0.0.1:8080/r/\$CODE" | grep -i set-cookie
+  # bob follows it (the cookie jar plays bob's browser, consent=yes his
+  # answer to the consent banner: nginx.conf.example skips visitors without it),
+  # then signs up
+  curl -si -c run/bob.jar -b consent=yes "http://127.0.0.1:8080/r/\$CODE" | grep -i set-cookie
   curl -s -b run/bob.jar "http://127.0.0.1:8080/signup?user=bob"
   sleep 2; $CTL rewards --user alice     # 7 extra trial days (alice is free)
   # alice pays; carol follows the link and subscribes: \$10 each
   curl -s "http://127.0.0.1:8080/subscribe?user=alice"
-  curl -s -c run/carol.jar "http://127.0.0.1:8080/?ref=\$CODE" >/dev/null
+  curl -s -c run/carol.jar -b consent=yes "http://127.0.0.1:8080/?ref=\$CODE" >/dev/null
   curl -s -b run/carol.jar "http://127.0.0.1:8080/signup?user=carol"
   curl -s -b run/carol.jar "http://127.0.0.1:8080/subscribe?user=carol"
   sleep 2; $CTL rewards --user alice; $CTL stats

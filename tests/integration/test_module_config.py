@@ -71,6 +71,14 @@ def test_complete_configuration_passes(conf):
     assert "test is successful" in out
 
 
+@pytest.mark.parametrize("mask", ["0", "32", "0 0", "24 48", "32 128", "off"])
+def test_ip_mask_bounds_pass(conf, mask):
+    """0 bits (nothing of the address kept) to all of them are valid."""
+    n = conf(GOOD.replace("referral_redis", f"referral_ip_mask {mask};\n    referral_redis"))
+    code, out = n.test_config()
+    assert code == 0, out
+
+
 def test_unix_socket_address_passes(conf):
     n = conf(GOOD.replace("127.0.0.1:6399", "unix:/tmp/referral-test.sock"))
     code, out = n.test_config()
@@ -181,6 +189,26 @@ FAILURES = {
     "conversion_header_bad_name": (GOOD.replace(
         "referral on;", 'referral on;\n referral_conversion_header "X Conv";'),
         "referral_conversion_header", 'invalid value "X Conv" in "referral_conversion_header"'),
+    # referral_ip_mask: 0..32 and 0..128 bits, or off
+    "ip_mask_v4_over_32": (GOOD.replace("referral on;", "referral on;\n referral_ip_mask 33;"),
+                           "referral_ip_mask 33",
+                           'invalid value "33" in "referral_ip_mask" directive, it must be a number of bits from 0 to 32'),
+    "ip_mask_v6_over_128": (GOOD.replace("referral on;", "referral on;\n referral_ip_mask 24 129;"),
+                            "referral_ip_mask 24 129",
+                            'invalid value "129" in "referral_ip_mask" directive, it must be a number of bits from 0 to 128'),
+    "ip_mask_not_a_number": (GOOD.replace("referral_redis", "referral_ip_mask 24x;\n    referral_redis"),
+                             "referral_ip_mask 24x", 'invalid value "24x" in "referral_ip_mask" directive'),
+    "ip_mask_negative": (GOOD.replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port};\n referral_ip_mask -1 48;"),
+                         "referral_ip_mask -1", 'invalid value "-1" in "referral_ip_mask" directive'),
+    "ip_mask_v6_not_a_number": (GOOD.replace("referral on;", "referral on;\n referral_ip_mask 24 off;"),
+                                "referral_ip_mask 24 off", 'invalid value "off" in "referral_ip_mask" directive'),
+    "ip_mask_three_numbers": (GOOD.replace("referral on;", "referral on;\n referral_ip_mask 24 48 64;"),
+                              "referral_ip_mask 24 48 64",
+                              'invalid number of arguments in "referral_ip_mask" directive'),
+    "ip_mask_without_argument": (GOOD.replace("referral on;", "referral on;\n referral_ip_mask;"),
+                                 "referral_ip_mask;", 'invalid number of arguments in "referral_ip_mask"'),
+    "ip_mask_twice": (GOOD.replace("referral on;", "referral on;\n referral_ip_mask 24;\n referral_ip_mask off;"),
+                      "referral_ip_mask off", '"referral_ip_mask" directive is duplicate'),
     "spool_parent_missing": (GOOD.replace(
         "referral_secret", "referral_spool /nonexistent/dir/spool;\n    referral_secret"),
         "referral_spool", f'stat() "/nonexistent/dir" failed {NOSUCH}'),

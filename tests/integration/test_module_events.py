@@ -4,7 +4,9 @@ field, the cuts, the stream key, and unique ids under a burst."""
 import threading
 import time
 
-from harness import (CLICK_FIELDS, ECHO, HEX32, echoed, http_request,
+import pytest
+
+from harness import (CLICK_FIELDS, CONVERSION_FIELDS, ECHO, HEX32, echoed, http_request,
                      wait_events)
 
 CODE = "event_code_1"
@@ -171,3 +173,91 @@ def test_click_counts_when_the_client_leaves_before_the_backend_answers(edge, rc
         assert [(e["type"], e["code"]) for e in events] == [("click", CODE)]
     finally:
         silent.close()
+
+
+# ------------------------------------------------------- referral_ip_mask
+
+REALIP = """
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+"""
+MASK_BACKEND = """
+        location /signup {
+            add_header X-Referral-Conversion "signup; user=$arg_user" always;
+            return 200 "ok\\n";
+        }
+"""
+
+
+def masked_click(n, rc, client_ip, count):
+    """A click from `client_ip` (through realip); every field of its event
+    checked but ip, which is returned."""
+    ua, referer = "Mozilla/5.0 (mask test)", "https://blog.example/p"
+    t0 = int(time.time() * 1000)
+    r = http_request(n.port, f"/m/?ref={CODE}",
+                     [("X-Forwarded-For", client_ip), ("User-Agent", ua), ("Referer", referer)],
+                     host="shop.example")
+    t1 = int(time.time() * 1000)
+    seen = echoed(r)
+    assert seen["status"] == "new", r
+    e = wait_events(rc, count)[count - 1]
+    assert set(e) == CLICK_FIELDS, sorted(e)
+    assert HEX32.match(e["id"]) and e["id"] != seen["visitor"]
+    assert t0 - 1000 <= int(e["ts"]) <= t1 + 1000
+    assert {k: e[k] for k in ("v", "type", "code", "visitor", "first_ts", "ua", "url", "referer", "host")} == {
+        "v": "1", "type": "click", "code": CODE, "visitor": seen["visitor"], "first_ts": e["ts"],
+        "ua": ua, "url": f"/m/?ref={CODE}", "referer": referer, "host": "shop.example"}
+    return e["ip"]
+
+
+@pytest.mark.parametrize("client_ip,mask,want", [
+    ("203.0.113.7", "24 48", "203.0.113.0"),
+    ("203.0.113.7", "8", "203.0.0.0"),
+    ("203.0.113.7", "0 0", "0.0.0.0"),
+    ("203.0.113.7", "32 128", "203.0.113.7"),
+    ("2001:db8:abcd:1234:5678:9abc:def0:1234", "24", "2001:db8:abcd::"),   # V6BITS defaults to 48
+    ("2001:db8:abcd:1234:5678:9abc:def0:1234", "24 64", "2001:db8:abcd:1234::"),
+    ("2001:db8:abcd:1234:5678:9abc:def0:1234", "24 0", "::"),
+    ("2001:DB8:abcd:1234:5678:9abc:def0:1234", "32 128", "2001:db8:abcd:1234:5678:9abc:def0:1234"),
+    ("::ffff:203.0.113.7", "24 128", "203.0.113.0"),                      # mapped: as IPv4
+    ("::ffff:198.51.100.200", "16 48", "198.51.0.0"),
+])
+def test_ip_mask_keeps_only_the_leading_bits(edge, rc, client_ip, mask, want):
+    n = edge(http=REALIP, server=f"        location /m/ {{ referral on; referral_ip_mask {mask}; {ECHO} }}\n")
+    assert masked_click(n, rc, client_ip, 1) == want
+
+
+def test_ip_mask_applies_to_conversions_too(edge, rc):
+    n = edge(http=REALIP + "    referral_ip_mask 24 48;\n",
+             server="        location /app/ { referral on; proxy_pass http://127.0.0.1:{backend}/; }\n",
+             backend=MASK_BACKEND)
+    for ip, want in (("203.0.113.7", "203.0.113.0"), ("2001:db8:abcd:1234::9", "2001:db8:abcd::"),
+                     ("::ffff:203.0.113.9", "203.0.113.0")):
+        r = http_request(n.port, "/app/signup?user=u1", [("X-Forwarded-For", ip)])
+        assert r.status == 200 and r.header("X-Referral-Conversion") is None
+        e = wait_events(rc, 1, settle=0)[-1]
+        rc.cmd("DEL", "referral:events")
+        assert set(e) == CONVERSION_FIELDS
+        assert (e["type"], e["ip"], e["user"], e["action"]) == ("conversion", want, "u1", "signup"), e
+
+
+def test_ip_mask_is_inherited_and_an_inner_level_replaces_it(edge, rc):
+    n = edge(http=REALIP + "    referral_ip_mask 16 32;\n",
+             server=f"""
+        location /m/ {{ referral on; {ECHO} }}
+        location /full/ {{ referral on; referral_ip_mask off; {ECHO} }}
+        location /more/ {{ referral on; referral_ip_mask 24; {ECHO} }}
+""")
+    xff = [("X-Forwarded-For", "203.0.113.7")]
+    http_request(n.port, f"/m/?ref={CODE}", xff)
+    http_request(n.port, f"/full/?ref={CODE}", xff)
+    http_request(n.port, f"/more/?ref={CODE}", xff)
+    http_request(n.port, f"/more/?ref={CODE}", [("X-Forwarded-For", "2001:db8:abcd:1234::1")])
+    http_request(n.port, f"/m/?ref={CODE}", [("X-Forwarded-For", "2001:db8:abcd:1234::1")])
+    assert [e["ip"] for e in wait_events(rc, 5)] == [
+        "203.0.0.0", "203.0.113.7", "203.0.113.0", "2001:db8:abcd::", "2001:db8::"]
+
+
+def test_without_ip_mask_the_full_address_is_sent(edge, rc):
+    n = edge(http=REALIP, server=f"        location /m/ {{ referral on; {ECHO} }}\n")
+    assert masked_click(n, rc, "2001:db8:abcd:1234::7", 1) == "2001:db8:abcd:1234::7"
