@@ -329,6 +329,31 @@ char* check_spool(ngx_conf_t* cf, void*, void* data) noexcept {
     return NGX_CONF_OK;
 }
 
+// referral_spool DIR [max_size=SIZE]
+char* set_spool(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
+    auto* mcf = static_cast<MainConf*>(conf);
+    if (mcf->spool.data != nullptr) return const_cast<char*>("is duplicate");
+    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
+    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+        if (value[i].len < 9 || ngx_strncmp(value[i].data, "max_size=", 9) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive, "
+                               "it must be max_size=SIZE", &value[i], &value[0]);
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
+        // ngx_parse_offset, as client_max_body_size: "1g" is a size too.
+        ngx_str_t size = {value[i].len - 9, value[i].data + 9};
+        off_t n = ngx_parse_offset(&size);
+        if (n == NGX_ERROR || n < 64 * 1024) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[i], &value[0],
+                               "it must be max_size=SIZE of at least 64k");
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
+        mcf->spool_max = static_cast<size_t>(n);
+    }
+    mcf->spool = value[1];
+    return check_spool(cf, nullptr, &mcf->spool);
+}
+
 ngx_conf_post_t post_cookie_name = {check_cookie_name};
 ngx_conf_post_t post_cookie_domain = {check_cookie_domain};
 ngx_conf_post_t post_cookie_path = {check_cookie_path};
@@ -336,7 +361,6 @@ ngx_conf_post_t post_window = {check_window};
 ngx_conf_post_t post_conversion_header = {check_conversion_header};
 ngx_conf_post_t post_stream = {check_stream};
 ngx_conf_post_t post_buffer = {check_buffer};
-ngx_conf_post_t post_spool = {check_spool};
 
 constexpr ngx_uint_t kAnyLevel = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
@@ -376,8 +400,8 @@ ngx_command_t commands[] = {
      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, stream), &post_stream},
     {ngx_string("referral_buffer"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, buffer), &post_buffer},
-    {ngx_string("referral_spool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, spool), &post_spool},
+    {ngx_string("referral_spool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12,
+     set_spool, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("referral_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     ngx_null_command,
@@ -388,6 +412,7 @@ void* create_main_conf(ngx_conf_t* cf) noexcept {
     if (mcf == nullptr) return nullptr;
     mcf->redis_db = -1;
     mcf->buffer = NGX_CONF_UNSET_SIZE;
+    mcf->spool_max = NGX_CONF_UNSET_SIZE;
     return mcf;
 }
 
@@ -398,6 +423,7 @@ char* init_main_conf(ngx_conf_t*, void* conf) noexcept {
         ngx_str_set(&mcf->stream, "referral:events");  // a two-statement macro
     }
     ngx_conf_init_size_value(mcf->buffer, 4 * 1024 * 1024);
+    ngx_conf_init_size_value(mcf->spool_max, static_cast<size_t>(1024) * 1024 * 1024);
     return NGX_CONF_OK;
 }
 

@@ -3,6 +3,10 @@
 // and the spool for outages, full buffers and exits.
 //
 // An event leaves the outbox only when Redis has acknowledged its XADD.
+// With a spool, every event in the outbox that is not already on disk (a
+// replayed one) is also in this worker's journal (core/journal.h), so a
+// worker killed with SIGKILL loses nothing: another worker finds the
+// journal unlocked and replays it.
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <sys/stat.h>
@@ -15,6 +19,7 @@
 #include <vector>
 
 #include "core/delivery.h"
+#include "core/journal.h"
 #include "core/outbox.h"
 #include "core/spool.h"
 #include "referral_module.h"
@@ -32,9 +37,11 @@ public:
     Delivery(ngx_cycle_t* cycle, MainConf* mcf)
         : mcf_(mcf), log_(cycle->log), outbox_(mcf->buffer) {
         if (mcf->spool.len > 0) {
-            spool_ = std::make_unique<referral::Spool>(
-                std::string(reinterpret_cast<char*>(mcf->spool.data), mcf->spool.len),
-                mcf->buffer / 4);
+            std::string dir(reinterpret_cast<char*>(mcf->spool.data), mcf->spool.len);
+            spool_ = std::make_unique<referral::Spool>(dir, mcf->buffer / 4, mcf->spool_max);
+            // Segments of a quarter of the buffer: the journal holds what
+            // the buffer does, in a few files a replay reads at once.
+            journal_ = std::make_unique<referral::Journal>(dir, mcf->buffer / 4);
         }
         init_timer(&tick_ev_, on_tick);
         init_timer(&reconnect_ev_, on_reconnect);
@@ -44,7 +51,7 @@ public:
 
     void start() {
         if (spool_) {
-            spool_->recover_orphans();
+            recover_orphans();
             if (spool_->sealed_count() > 0) {
                 backlog_ = true;
                 connect();
@@ -62,10 +69,11 @@ public:
             route = referral::route_event(has_spool, state_, backlog_, outbox_.fits(len), true);
         }
         if (route == referral::Route::drop) {
-            drop(1, "the buffer is full and no spool is available");
+            drop(1, spool_ && spool_->full() ? "the buffer is full and the spool is at max_size"
+                                             : "the buffer is full and no spool is available");
             return;
         }
-        outbox_.push(std::string(cmd, len), 0, now);
+        outbox_.push(std::string(cmd, len), 0, now, journal(std::string_view(cmd, len)));
         count(&Counters::buffered);
         if (ac_ != nullptr) {
             send_unsent();
@@ -87,6 +95,7 @@ public:
         outbox_.requeue();
         spool_all("the worker is exiting");
         drop_all("the worker exited while Redis was unreachable and no spool is set");
+        journal_.reset();  // deletes it, unless some event could not be spooled
         if (spool_) {
             std::string err;
             if (!spool_->seal(&err)) spool_error(err);
@@ -289,6 +298,7 @@ private:
 
     void acked() {
         referral::OutboxEntry e = outbox_.ack();
+        settle_journal(e);
         outage_ = false;  // over only once Redis has taken an event
         count(&Counters::sent);
         count(&Counters::buffered, -1);
@@ -301,6 +311,7 @@ private:
     // logged (above), and the events behind it go on.
     void rejected() {
         referral::OutboxEntry e = outbox_.ack();
+        settle_journal(e);
         count(&Counters::buffered, -1);
         drop(1, "Redis rejected it");
         settle_claim(e.claim);
@@ -332,7 +343,7 @@ private:
         if (outbox_.empty()) return;
         drop(outbox_.size(), why);
         count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
-        outbox_.take_all();
+        for (auto& e : outbox_.take_all()) settle_journal(e);
     }
 
     void drop(size_t n, const char* why) {
@@ -347,6 +358,32 @@ private:
         }
     }
 
+    // ------------------------------------------------------------- journal
+
+    // Journals a new event; its segment, or 0 when it is in memory only.
+    std::uint64_t journal(std::string_view cmd) {
+        if (!journal_) return 0;
+        std::string err;
+        std::uint64_t segment = journal_->add(cmd, &err);
+        if (segment == 0) spool_error("journal: " + err);
+        return segment;
+    }
+
+    void settle_journal(const referral::OutboxEntry& e) noexcept {
+        if (e.journal != 0 && journal_) journal_->settle(e.journal);
+    }
+
+    // Seals what dead workers left (part files, journals, claims); the
+    // events of their journals count as spooled, as they are replayed.
+    void recover_orphans() {
+        const size_t journaled = spool_->recover_orphans();
+        if (journaled == 0) return;
+        count(&Counters::spooled, static_cast<ngx_atomic_int_t>(journaled));
+        ngx_log_error(NGX_LOG_WARN, log_, 0,
+                      "referral: took over %uz event(s) from the journal of an exited worker",
+                      journaled);
+    }
+
     // --------------------------------------------------------------- spool
 
     // `first_time`: the event was never on disk before. A replayed event
@@ -355,7 +392,9 @@ private:
     bool to_spool(std::string_view cmd, std::int64_t queued_ms, bool first_time) {
         std::string err;
         if (!spool_->append(cmd, queued_ms, &err)) {
-            spool_error(err);
+            // At max_size the event stays in memory, or is dropped when that
+            // is full too (counted and logged there): not an alert.
+            spool_error(err, spool_->full() ? NGX_LOG_WARN : NGX_LOG_ALERT);
             return false;
         }
         backlog_ = true;
@@ -364,10 +403,10 @@ private:
     }
 
     // A full or broken disk fails every write: say so once a second.
-    void spool_error(const std::string& err) {
+    void spool_error(const std::string& err, ngx_uint_t level = NGX_LOG_ALERT) {
         std::int64_t now = now_ms();
         if (now - last_spool_error_log_ >= 1000) {
-            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+            ngx_log_error(level, log_, 0, "referral: spool: %s", err.c_str());
             last_spool_error_log_ = now;
         }
     }
@@ -382,9 +421,11 @@ private:
         // What a partial write leaves where: src/core/delivery.h.
         referral::SpoolMove m = referral::move_to_spool(
             outbox_.take_all(), [&](const referral::OutboxEntry& e) {
-                return to_spool(e.command, e.queued_ms, e.claim == 0);
+                if (!to_spool(e.command, e.queued_ms, e.claim == 0)) return false;
+                settle_journal(e);  // on disk in the spool now
+                return true;
             });
-        for (auto& e : m.kept) outbox_.push(std::move(e.command), 0, e.queued_ms);
+        for (auto& e : m.kept) outbox_.push(std::move(e.command), 0, e.queued_ms, e.journal);
         const size_t moved = m.moved;
         if (!spool_->seal(&err)) spool_error(err);
         count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(moved));
@@ -475,7 +516,7 @@ private:
             return;  // a cancelable timer is not re-armed: the worker may exit
         }
         if (spool_) {
-            spool_->recover_orphans();
+            recover_orphans();
             if (!backlog_ && spool_->sealed_count() > 0) backlog_ = true;
             if (backlog_ && ac_ == nullptr && state_ == Link::idle) connect();
             replay();
@@ -489,6 +530,7 @@ private:
     ngx_log_t* log_;
     referral::Outbox outbox_;
     std::unique_ptr<referral::Spool> spool_;
+    std::unique_ptr<referral::Journal> journal_;
     redisAsyncContext* ac_ = nullptr;
     Link state_ = Link::idle;
     std::uint64_t generation_ = 0;

@@ -61,6 +61,7 @@ struct MainConf {
     ngx_str_t stream;
     size_t buffer;
     ngx_str_t spool;           // empty: no spool
+    size_t spool_max;          // referral_spool max_size=, bytes
     ngx_shm_zone_t* counters_zone;
 };
 

@@ -18,6 +18,7 @@ struct OutboxEntry {
     std::uint64_t claim = 0;     // spool claim it was replayed from, 0 if none
     std::int64_t queued_ms = 0;  // when the event was first queued (orders the spool)
     std::int64_t sent_ms = 0;    // when it was written to the connection
+    std::uint64_t journal = 0;   // journal segment holding it (core/journal.h), 0 if none
 };
 
 class Outbox {
@@ -32,9 +33,10 @@ public:
     std::size_t inflight() const { return inflight_; }
     std::size_t unsent() const { return entries_.size() - inflight_; }
 
-    void push(std::string command, std::uint64_t claim, std::int64_t queued_ms) {
+    void push(std::string command, std::uint64_t claim, std::int64_t queued_ms,
+              std::uint64_t journal = 0) {
         bytes_ += command.size();
-        entries_.push_back(OutboxEntry{std::move(command), claim, queued_ms, 0});
+        entries_.push_back(OutboxEntry{std::move(command), claim, queued_ms, 0, journal});
     }
 
     // The next entry to write; it counts as in flight from now on.
