@@ -155,11 +155,18 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
                                    "it must be db=N");
                 return static_cast<char*>(NGX_CONF_ERROR);
             }
+        } else if (ngx_strncmp(value[i].data, "replicas=", 9) == 0) {
+            mcf->redis_replicas = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (mcf->redis_replicas == NGX_ERROR || mcf->redis_replicas < 1 || mcf->redis_replicas > 100) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[i], &value[0],
+                                   "it must be replicas=N, 1 to 100");
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
         } else {
             // Never echo a parameter back: it may be a mistyped password.
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter #%ui in \"referral_redis\" directive, "
-                               "it must be password=P or db=N", i);
+                               "it must be password=P, db=N or replicas=N", i);
             return static_cast<char*>(NGX_CONF_ERROR);
         }
     }
@@ -394,7 +401,7 @@ ngx_command_t commands[] = {
     {ngx_string("referral_conversion_header"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, conversion_header),
      &post_conversion_header},
-    {ngx_string("referral_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
+    {ngx_string("referral_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
      set_redis, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("referral_stream"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, stream), &post_stream},

@@ -45,6 +45,7 @@ public:
         }
         init_timer(&tick_ev_, on_tick);
         init_timer(&reconnect_ev_, on_reconnect);
+        init_timer(&wait_ev_, on_wait_posted);
         reconnect_ev_.cancelable = 1;
         tick_ev_.cancelable = 1;
     }
@@ -102,6 +103,10 @@ public:
         }
         if (tick_ev_.timer_set) ngx_del_timer(&tick_ev_);
         if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
+        // A multi-statement macro: braces matter.
+        if (wait_ev_.posted) {
+            ngx_delete_posted_event(&wait_ev_);
+        }
     }
 
 private:
@@ -179,6 +184,8 @@ private:
         ac_ = nullptr;
         generation_++;
         outbox_.requeue();
+        waits_inflight_ = 0;
+        unwaited_ = false;
         if (final_) return;
         failed(why);
     }
@@ -251,14 +258,18 @@ private:
     static void on_reply(redisAsyncContext* ac, void* r, void* tag) noexcept {
         Delivery* d = from(ac);
         auto* reply = static_cast<redisReply*>(r);
-        if (reply == nullptr || tag != d->gen_tag() || d->outbox_.inflight() == 0) return;
+        if (reply == nullptr || tag != d->gen_tag() || d->outbox_.inflight() <= d->outbox_.stored()) return;
         d->guarded("acknowledgement", [&] {
             // Which replies are retried: src/core/delivery.h.
             const bool error = reply->type == REDIS_REPLY_ERROR;
             const referral::Reply verdict = referral::classify_reply(
                 error, error ? std::string_view(reply->str, reply->len) : std::string_view());
             if (verdict == referral::Reply::acked) {
-                d->acked();
+                if (d->mcf_->redis_replicas > 0) {
+                    d->outbox_.store();  // acknowledged once a WAIT confirms it
+                } else {
+                    d->acked();
+                }
             } else if (verdict == referral::Reply::retry) {
                 ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused XADD, will retry: %*s",
                               ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
@@ -293,7 +304,64 @@ private:
                 fail_connection("cannot queue a command");
                 return;
             }
+            if (mcf_->redis_replicas > 0) unwaited_ = true;
         }
+        // One WAIT after all the XADDs of this event-loop iteration.
+        if (unwaited_ && !wait_ev_.posted) {
+            ngx_post_event(&wait_ev_, &ngx_posted_events);  // a macro: braces matter
+        }
+    }
+
+    // ------------------------------------------------------------ replicas
+
+    static void on_wait_posted(ngx_event_t* ev) noexcept {
+        auto* d = static_cast<Delivery*>(ev->data);
+        d->guarded("WAIT", [&] {
+            if (d->unwaited_) d->send_wait();
+        });
+    }
+
+    // WAIT covers every write before it on this connection.
+    void send_wait() {
+        unwaited_ = false;
+        if (ac_ == nullptr) return;
+        if (redisAsyncCommand(ac_, on_wait, gen_tag(), "WAIT %d %d", static_cast<int>(mcf_->redis_replicas),
+                              static_cast<int>(referral::Timing::kWaitTimeoutMs)) != REDIS_OK) {
+            fail_connection("cannot queue a command");
+            return;
+        }
+        waits_inflight_++;
+    }
+
+    static void on_wait(redisAsyncContext* ac, void* r, void* tag) noexcept {
+        Delivery* d = from(ac);
+        auto* reply = static_cast<redisReply*>(r);
+        if (reply == nullptr || tag != d->gen_tag()) return;
+        d->guarded("WAIT", [&] { d->waited(reply); });
+    }
+
+    void waited(const redisReply* reply) {
+        waits_inflight_--;
+        if (reply->type != REDIS_REPLY_INTEGER) {
+            ngx_log_error(NGX_LOG_ERR, log_, 0, "referral: Redis refused WAIT: %*s",
+                          ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
+            fail_connection("WAIT refused");
+            return;
+        }
+        // Replies come in order: what is stored now was written before this
+        // WAIT, so it is all confirmed or none of it is.
+        if (referral::replicas_confirm(reply->integer, mcf_->redis_replicas)) {
+            for (size_t n = outbox_.stored(); n > 0; n--) acked();
+            replicas_short_ = false;
+            return;
+        }
+        if (!replicas_short_) {
+            ngx_log_error(NGX_LOG_WARN, log_, 0,
+                          "referral: %L of %i replica(s) confirmed the events; they wait in memory",
+                          static_cast<long long>(reply->integer), mcf_->redis_replicas);
+            replicas_short_ = true;
+        }
+        if (waits_inflight_ == 0 && outbox_.stored() > 0) send_wait();  // WAIT again
     }
 
     void acked() {
@@ -310,7 +378,7 @@ private:
     // Redis refused the oldest event for good: it is dropped, counted and
     // logged (above), and the events behind it go on.
     void rejected() {
-        referral::OutboxEntry e = outbox_.ack();
+        referral::OutboxEntry e = outbox_.reject();
         settle_journal(e);
         count(&Counters::buffered, -1);
         drop(1, "Redis rejected it");
@@ -548,6 +616,10 @@ private:
     std::int64_t last_drop_log_ = 0;
     ngx_event_t tick_ev_;
     ngx_event_t reconnect_ev_;
+    ngx_event_t wait_ev_;       // posted: the WAIT after this iteration's XADDs
+    bool unwaited_ = false;     // XADDs written since the last WAIT
+    bool replicas_short_ = false;
+    int waits_inflight_ = 0;
 };
 
 Delivery* delivery = nullptr;

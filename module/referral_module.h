@@ -57,6 +57,7 @@ struct MainConf {
     ngx_str_t redis_unix;      // "unix:" path, NUL-terminated
     ngx_str_t redis_password;  // empty when none; never logged
     ngx_int_t redis_db;        // -1: no SELECT
+    ngx_int_t redis_replicas;  // replicas=N: 0, or WAIT N before an event counts as sent
     ngx_flag_t redis_set;
     ngx_str_t stream;
     size_t buffer;
