@@ -102,44 +102,42 @@ done:
     return rv;
 }
 
+// host:port, resolved here, once, as upstream servers are: hiredis would call
+// getaddrinfo() on every reconnect, a blocking lookup in a worker.
+bool parse_tcp(ngx_conf_t* cf, const ngx_str_t& addr, const ngx_str_t& directive, RedisAddr* out) {
+    ngx_url_t u;
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = addr;
+    u.no_resolve = 0;
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive%s%s, "
+                           "it must be host:port or unix:/path", &addr, &directive,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return false;
+    }
+    u_char text[NGX_SOCKADDR_STRLEN + 1];
+    size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
+                               NGX_SOCKADDR_STRLEN, 0);
+    // ngx_sock_ntop() writes an IPv6 address without brackets when no
+    // port is asked for, which is what hiredis takes.
+    out->host.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, len + 1));
+    if (out->host.data == nullptr) return false;
+    ngx_cpystrn(out->host.data, text, len + 1);
+    out->host.len = len;
+    out->port = u.port;
+    return true;
+}
+
+// referral_redis ADDRESS... [password=P] [db=N] [replicas=N] [sentinel=NAME]
 char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     auto* mcf = static_cast<MainConf*>(conf);
     if (mcf->redis_set) return const_cast<char*>("is duplicate");
     ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
-    ngx_str_t addr = value[1];
+    ngx_array_t* addrs = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+    if (addrs == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
 
-    if (addr.len > 5 && ngx_strncmp(addr.data, "unix:", 5) == 0) {
-        mcf->redis_unix.len = addr.len - 5;
-        mcf->redis_unix.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, addr.len - 4));
-        if (mcf->redis_unix.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
-        ngx_cpystrn(mcf->redis_unix.data, addr.data + 5, addr.len - 4);
-    } else {
-        // Resolved here, once, as upstream servers are: hiredis would call
-        // getaddrinfo() on every reconnect, a blocking lookup in a worker.
-        ngx_url_t u;
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.url = addr;
-        u.no_resolve = 0;
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\" in \"referral_redis\" directive%s%s, "
-                               "it must be host:port or unix:/path", &addr,
-                               u.err ? ": " : "", u.err ? u.err : "");
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
-        u_char text[NGX_SOCKADDR_STRLEN + 1];
-        size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
-                                   NGX_SOCKADDR_STRLEN, 0);
-        // ngx_sock_ntop() writes an IPv6 address without brackets when no
-        // port is asked for, which is what hiredis takes.
-        mcf->redis_host.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, len + 1));
-        if (mcf->redis_host.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
-        ngx_cpystrn(mcf->redis_host.data, text, len + 1);
-        mcf->redis_host.len = len;
-        mcf->redis_port = u.port;
-    }
-
-    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
         if (ngx_strncmp(value[i].data, "password=", 9) == 0 && value[i].len > 9) {
             if (mcf->redis_password.len > 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -162,13 +160,67 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
                                    "it must be replicas=N, 1 to 100");
                 return static_cast<char*>(NGX_CONF_ERROR);
             }
-        } else {
+        } else if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
+            // A Sentinel master name: printable, no spaces, as Redis takes it.
+            bool ok = value[i].len > 9 && value[i].len <= 9 + 256;
+            for (size_t k = 9; ok && k < value[i].len; k++) ok = value[i].data[k] > 0x20 && value[i].data[k] < 0x7f;
+            if (!ok) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[i], &value[0],
+                                   "it must be sentinel=NAME");
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
+            mcf->sentinel_name.data = value[i].data + 9;
+            mcf->sentinel_name.len = value[i].len - 9;
+        } else if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=') != nullptr &&
+                   ngx_strncmp(value[i].data, "unix:", 5) != 0) {
             // Never echo a parameter back: it may be a mistyped password.
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter #%ui in \"referral_redis\" directive, "
-                               "it must be password=P, db=N or replicas=N", i);
+                               "it must be password=P, db=N, replicas=N or sentinel=NAME", i);
+            return static_cast<char*>(NGX_CONF_ERROR);
+        } else {
+            auto* a = static_cast<ngx_str_t*>(ngx_array_push(addrs));
+            if (a == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+            *a = value[i];
+        }
+    }
+    auto* addr = static_cast<ngx_str_t*>(addrs->elts);
+    if (mcf->sentinel_name.len > 0) {
+        // The addresses are Sentinels, asked in order on every connect.
+        if (addrs->nelts == 0 || addrs->nelts > 16) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"referral_redis\" directive with sentinel= takes 1 to 16 Sentinel addresses");
             return static_cast<char*>(NGX_CONF_ERROR);
         }
+        mcf->sentinels = ngx_array_create(cf->pool, addrs->nelts, sizeof(RedisAddr));
+        if (mcf->sentinels == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+        for (ngx_uint_t i = 0; i < addrs->nelts; i++) {
+            if (addr[i].len > 5 && ngx_strncmp(addr[i].data, "unix:", 5) == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &addr[i], &value[0],
+                                   "a Sentinel must be host:port");
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
+            auto* sa = static_cast<RedisAddr*>(ngx_array_push(mcf->sentinels));
+            if (sa == nullptr || !parse_tcp(cf, addr[i], value[0], sa)) return static_cast<char*>(NGX_CONF_ERROR);
+        }
+        mcf->redis_set = 1;
+        return NGX_CONF_OK;
+    }
+    if (addrs->nelts != 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"referral_redis\" directive takes one address, or Sentinels with sentinel=NAME");
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    if (addr[0].len > 5 && ngx_strncmp(addr[0].data, "unix:", 5) == 0) {
+        mcf->redis_unix.len = addr[0].len - 5;
+        mcf->redis_unix.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, addr[0].len - 4));
+        if (mcf->redis_unix.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+        ngx_cpystrn(mcf->redis_unix.data, addr[0].data + 5, addr[0].len - 4);
+    } else {
+        RedisAddr a;
+        if (!parse_tcp(cf, addr[0], value[0], &a)) return static_cast<char*>(NGX_CONF_ERROR);
+        mcf->redis_host = a.host;
+        mcf->redis_port = a.port;
     }
     mcf->redis_set = 1;
     return NGX_CONF_OK;

@@ -9,6 +9,7 @@
 // journal unlocked and replays it.
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ namespace {
 
 constexpr ngx_msec_t kTickMs = 1000;
 constexpr ngx_msec_t kExitTickMs = 100;
+constexpr ngx_msec_t kSentinelTimeoutMs = 1000;
 using referral::Link;
 
 class Delivery {
@@ -46,6 +48,8 @@ public:
         init_timer(&tick_ev_, on_tick);
         init_timer(&reconnect_ev_, on_reconnect);
         init_timer(&wait_ev_, on_wait_posted);
+        init_timer(&sentinel_ev_, on_sentinel_timeout);
+        sentinel_ev_.cancelable = 1;
         reconnect_ev_.cancelable = 1;
         tick_ev_.cancelable = 1;
     }
@@ -87,6 +91,12 @@ public:
     // Worker exit: whatever is still unacknowledged goes to the spool.
     void shutdown() {
         final_ = true;
+        if (sac_ != nullptr) {
+            redisAsyncContext* sac = sac_;
+            sac_ = nullptr;
+            redisAsyncFree(sac);
+        }
+        if (sentinel_ev_.timer_set) ngx_del_timer(&sentinel_ev_);
         if (ac_ != nullptr) {
             redisAsyncContext* ac = ac_;
             ac_ = nullptr;
@@ -142,13 +152,22 @@ private:
     // ---------------------------------------------------------- connection
 
     void connect() {
-        if (ac_ != nullptr || final_) return;
+        if (ac_ != nullptr || sac_ != nullptr || final_) return;
+        if (mcf_->sentinels != nullptr) {
+            ask_sentinel(0);  // then connect_to() the primary it names
+            return;
+        }
+        connect_to(mcf_->redis_unix.len > 0 ? nullptr : reinterpret_cast<const char*>(mcf_->redis_host.data),
+                   static_cast<int>(mcf_->redis_port));
+    }
+
+    // `host` null: the unix socket.
+    void connect_to(const char* host, int port) {
         redisAsyncContext* ac = nullptr;
-        if (mcf_->redis_unix.len > 0) {
+        if (host == nullptr) {
             ac = redisAsyncConnectUnix(reinterpret_cast<const char*>(mcf_->redis_unix.data));
         } else {
-            ac = redisAsyncConnect(reinterpret_cast<const char*>(mcf_->redis_host.data),
-                                   static_cast<int>(mcf_->redis_port));
+            ac = redisAsyncConnect(host, port);
         }
         if (ac == nullptr || ac->err) {
             const char* why = ac ? ac->errstr : "out of memory";
@@ -176,6 +195,112 @@ private:
             redisAsyncCommand(ac, on_setup, gen_tag(), "SELECT %d", static_cast<int>(mcf_->redis_db));
         }
         send_unsent();
+    }
+
+    // ----------------------------------------------------------- Sentinels
+
+    // Asks Sentinel `i` (of those configured, in order) for the primary,
+    // with hiredis's async API in the event loop like the connection itself,
+    // under a timer: a Sentinel that does not answer in time, or does not
+    // know the primary, passes the question to the next one.
+    void ask_sentinel(size_t i) {
+        const auto* sentinels = static_cast<const RedisAddr*>(mcf_->sentinels->elts);
+        for (; i < mcf_->sentinels->nelts; i++) {
+            const RedisAddr& a = sentinels[i];
+            redisAsyncContext* sac = redisAsyncConnect(reinterpret_cast<const char*>(a.host.data),
+                                                       static_cast<int>(a.port));
+            if (sac == nullptr || sac->err) {
+                if (sac) redisAsyncFree(sac);
+                continue;
+            }
+            if (!redis_attach(sac, log_)) {
+                redisAsyncFree(sac);
+                continue;
+            }
+            sac->data = this;
+            sac_ = sac;
+            sentinel_i_ = i;
+            set_state(Link::connecting);
+            connect_started_ = now_ms();
+            redisAsyncSetConnectCallback(sac, on_sentinel_connect);
+            redisAsyncSetDisconnectCallback(sac, on_sentinel_disconnect);
+            redisAsyncCommand(sac, on_sentinel_reply, nullptr, "SENTINEL get-master-addr-by-name %b",
+                              mcf_->sentinel_name.data, static_cast<size_t>(mcf_->sentinel_name.len));
+            if (sentinel_ev_.timer_set) ngx_del_timer(&sentinel_ev_);
+            ngx_add_timer(&sentinel_ev_, kSentinelTimeoutMs);
+            return;
+        }
+        failed("no Sentinel named the primary");
+    }
+
+    // This Sentinel is of no help: close it (deferred by hiredis inside its
+    // callbacks) and ask the next.
+    void next_sentinel(const char* why) {
+        if (sac_ == nullptr) return;
+        redisAsyncContext* sac = sac_;
+        sac_ = nullptr;
+        if (sentinel_ev_.timer_set) ngx_del_timer(&sentinel_ev_);
+        ngx_log_error(NGX_LOG_INFO, log_, 0, "referral: Sentinel #%uz: %s", sentinel_i_ + 1, why);
+        redisAsyncFree(sac);
+        if (!final_) ask_sentinel(sentinel_i_ + 1);
+    }
+
+    static void on_sentinel_connect(const redisAsyncContext* ac, int status) noexcept {
+        Delivery* d = from(ac);
+        if (ac != d->sac_ || status == REDIS_OK) return;
+        d->guarded("Sentinel", [&] {
+            // hiredis frees the context after this callback.
+            d->sac_ = nullptr;
+            if (d->sentinel_ev_.timer_set) ngx_del_timer(&d->sentinel_ev_);
+            if (!d->final_) d->ask_sentinel(d->sentinel_i_ + 1);
+        });
+    }
+
+    static void on_sentinel_disconnect(const redisAsyncContext* ac, int) noexcept {
+        Delivery* d = from(ac);
+        if (ac != d->sac_) return;
+        d->guarded("Sentinel", [&] {
+            d->sac_ = nullptr;  // being freed by hiredis
+            if (d->sentinel_ev_.timer_set) ngx_del_timer(&d->sentinel_ev_);
+            if (!d->final_) d->ask_sentinel(d->sentinel_i_ + 1);
+        });
+    }
+
+    static void on_sentinel_reply(redisAsyncContext* ac, void* r, void*) noexcept {
+        Delivery* d = from(ac);
+        auto* reply = static_cast<redisReply*>(r);
+        if (reply == nullptr || ac != d->sac_) return;
+        d->guarded("Sentinel", [&] {
+            // [host, port]; nil when it does not know the name. Only numeric
+            // addresses: a name would need a blocking lookup.
+            char host[64] = "";
+            int port = 0;
+            if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                reply->element[0]->type == REDIS_REPLY_STRING && reply->element[0]->len < sizeof(host) &&
+                reply->element[1]->type == REDIS_REPLY_STRING) {
+                ngx_memcpy(host, reply->element[0]->str, reply->element[0]->len);
+                host[reply->element[0]->len] = '\0';
+                port = ngx_atoi(reinterpret_cast<u_char*>(reply->element[1]->str), reply->element[1]->len);
+            }
+            unsigned char bin[16];
+            const bool numeric = inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
+            if (port <= 0 || port > 65535 || !numeric) {
+                d->next_sentinel("no primary address for the service");
+                return;
+            }
+            redisAsyncContext* sac = d->sac_;
+            d->sac_ = nullptr;
+            if (d->sentinel_ev_.timer_set) ngx_del_timer(&d->sentinel_ev_);
+            redisAsyncFree(sac);  // deferred: we are in its callback
+            ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: Sentinel #%uz names %s:%d as the primary",
+                          d->sentinel_i_ + 1, host, port);
+            d->connect_to(host, port);
+        });
+    }
+
+    static void on_sentinel_timeout(ngx_event_t* ev) noexcept {
+        auto* d = static_cast<Delivery*>(ev->data);
+        d->guarded("Sentinel", [&] { d->next_sentinel("no answer in time"); });
     }
 
     // The connection is gone (or never came): everything in flight is unsent
@@ -285,7 +410,7 @@ private:
     static void on_reconnect(ngx_event_t* ev) noexcept {
         auto* d = static_cast<Delivery*>(ev->data);
         d->guarded("reconnect", [&] {
-            if (d->ac_ != nullptr) return;
+            if (d->ac_ != nullptr || d->sac_ != nullptr) return;
             if (referral::on_reconnect_timer(d->outbox_.empty(), d->backlog_) == referral::Reconnect::connect) {
                 d->connect();
             } else {
@@ -617,6 +742,9 @@ private:
     ngx_event_t tick_ev_;
     ngx_event_t reconnect_ev_;
     ngx_event_t wait_ev_;       // posted: the WAIT after this iteration's XADDs
+    ngx_event_t sentinel_ev_;   // the Sentinel being asked has this long
+    redisAsyncContext* sac_ = nullptr;  // the Sentinel being asked, if any
+    size_t sentinel_i_ = 0;
     bool unwaited_ = false;     // XADDs written since the last WAIT
     bool replicas_short_ = false;
     int waits_inflight_ = 0;
