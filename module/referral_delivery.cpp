@@ -702,6 +702,14 @@ private:
                     drop_all("the worker is exiting and Redis is unreachable");
                     break;
                 case referral::ExitStep::wait:
+                    // Connected, but the replicas do not confirm: an exiting
+                    // worker does not wait for them forever, the spool keeps
+                    // the events (sent again by the workers that stay).
+                    if (spool_ && mcf_->redis_replicas > 0 && outbox_.stored() > 0 &&
+                        now - exiting_since_ > referral::Timing::kExitGraceMs) {
+                        fail_connection("the worker is exiting and the replicas do not confirm");
+                        spool_all("the worker is exiting");
+                    }
                     break;
             }
             hold();
