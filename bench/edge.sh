@@ -25,6 +25,7 @@
 #
 # Usage: bench/edge.sh            (from anywhere; uses the repo's build/)
 # Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_THREADS (1),
+#              BENCH_SPOOL (on; off: no referral_spool, so no journal either),
 #              REFERRAL_NGINX (the nginx binary, /usr/sbin/nginx) and
 #              REFERRAL_MODULE (the .so built for it), as the tests take them:
 #   REFERRAL_NGINX=build-nginx/1.30.4/nginx-1.30.4/objs/nginx \
@@ -38,6 +39,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
 NGINX=${REFERRAL_NGINX:-/usr/sbin/nginx}
 CODE=bench_code_42
+SPOOL=${BENCH_SPOOL:-on}
 
 for tool in wrk redis-server redis-cli pgrep "$NGINX"; do
   command -v "$tool" >/dev/null || { echo "edge.sh: $tool is missing (./build.sh installs it)" >&2; exit 1; }
@@ -106,7 +108,7 @@ http {
 
     referral_redis 127.0.0.1:$REDIS_PORT;
     referral_secret $TMP/key;
-    referral_spool $TMP/spool;
+    referral_spool $([ "$SPOOL" = off ] && echo off || echo "$TMP/spool");
 
     server {
         listen 127.0.0.1:$HTTP_PORT reuseport backlog=4096;
@@ -171,7 +173,7 @@ run() {
   printf -v "REDIS_US_$name" '%s' "$redis_us"
 }
 
-echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') ($NGINX), 1 worker; wrk -t$THREADS -c$CONNECTIONS -d$DURATION on loopback; $(nproc) CPUs"
+echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') ($NGINX), 1 worker, spool and journal $SPOOL; wrk -t$THREADS -c$CONNECTIONS -d$DURATION on loopback; $(nproc) CPUs"
 # A shared VM's speed drifts from one minute to the next: the three
 # configurations are measured back to back, ROUNDS times, and the ratios
 # are taken within each round; the medians are the result.

@@ -103,44 +103,42 @@ done:
     return rv;
 }
 
+// host:port, resolved here, once, as upstream servers are: hiredis would call
+// getaddrinfo() on every reconnect, a blocking lookup in a worker.
+bool parse_tcp(ngx_conf_t* cf, const ngx_str_t& addr, const ngx_str_t& directive, RedisAddr* out) {
+    ngx_url_t u;
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = addr;
+    u.no_resolve = 0;
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive%s%s, "
+                           "it must be host:port or unix:/path", &addr, &directive,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return false;
+    }
+    u_char text[NGX_SOCKADDR_STRLEN + 1];
+    size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
+                               NGX_SOCKADDR_STRLEN, 0);
+    // ngx_sock_ntop() writes an IPv6 address without brackets when no
+    // port is asked for, which is what hiredis takes.
+    out->host.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, len + 1));
+    if (out->host.data == nullptr) return false;
+    ngx_cpystrn(out->host.data, text, len + 1);
+    out->host.len = len;
+    out->port = u.port;
+    return true;
+}
+
+// referral_redis ADDRESS... [password=P] [db=N] [replicas=N] [sentinel=NAME]
 char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
     auto* mcf = static_cast<MainConf*>(conf);
     if (mcf->redis_set) return const_cast<char*>("is duplicate");
     ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
-    ngx_str_t addr = value[1];
+    ngx_array_t* addrs = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+    if (addrs == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
 
-    if (addr.len > 5 && ngx_strncmp(addr.data, "unix:", 5) == 0) {
-        mcf->redis_unix.len = addr.len - 5;
-        mcf->redis_unix.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, addr.len - 4));
-        if (mcf->redis_unix.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
-        ngx_cpystrn(mcf->redis_unix.data, addr.data + 5, addr.len - 4);
-    } else {
-        // Resolved here, once, as upstream servers are: hiredis would call
-        // getaddrinfo() on every reconnect, a blocking lookup in a worker.
-        ngx_url_t u;
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.url = addr;
-        u.no_resolve = 0;
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0 || u.no_port) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid value \"%V\" in \"referral_redis\" directive%s%s, "
-                               "it must be host:port or unix:/path", &addr,
-                               u.err ? ": " : "", u.err ? u.err : "");
-            return static_cast<char*>(NGX_CONF_ERROR);
-        }
-        u_char text[NGX_SOCKADDR_STRLEN + 1];
-        size_t len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, text,
-                                   NGX_SOCKADDR_STRLEN, 0);
-        // ngx_sock_ntop() writes an IPv6 address without brackets when no
-        // port is asked for, which is what hiredis takes.
-        mcf->redis_host.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, len + 1));
-        if (mcf->redis_host.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
-        ngx_cpystrn(mcf->redis_host.data, text, len + 1);
-        mcf->redis_host.len = len;
-        mcf->redis_port = u.port;
-    }
-
-    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
         if (ngx_strncmp(value[i].data, "password=", 9) == 0 && value[i].len > 9) {
             if (mcf->redis_password.len > 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -156,13 +154,74 @@ char* set_redis(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
                                    "it must be db=N");
                 return static_cast<char*>(NGX_CONF_ERROR);
             }
-        } else {
+        } else if (ngx_strncmp(value[i].data, "replicas=", 9) == 0) {
+            mcf->redis_replicas = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (mcf->redis_replicas == NGX_ERROR || mcf->redis_replicas < 1 || mcf->redis_replicas > 100) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[i], &value[0],
+                                   "it must be replicas=N, 1 to 100");
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
+        } else if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0) {
+            // A Sentinel master name: printable, no spaces, as Redis takes it.
+            bool ok = value[i].len > 9 && value[i].len <= 9 + 256;
+            for (size_t k = 9; ok && k < value[i].len; k++) ok = value[i].data[k] > 0x20 && value[i].data[k] < 0x7f;
+            if (!ok) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[i], &value[0],
+                                   "it must be sentinel=NAME");
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
+            mcf->sentinel_name.data = value[i].data + 9;
+            mcf->sentinel_name.len = value[i].len - 9;
+        } else if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=') != nullptr &&
+                   ngx_strncmp(value[i].data, "unix:", 5) != 0) {
             // Never echo a parameter back: it may be a mistyped password.
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter #%ui in \"referral_redis\" directive, "
-                               "it must be password=P or db=N", i);
+                               "it must be password=P, db=N, replicas=N or sentinel=NAME", i);
+            return static_cast<char*>(NGX_CONF_ERROR);
+        } else {
+            auto* a = static_cast<ngx_str_t*>(ngx_array_push(addrs));
+            if (a == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+            *a = value[i];
+        }
+    }
+    auto* addr = static_cast<ngx_str_t*>(addrs->elts);
+    if (mcf->sentinel_name.len > 0) {
+        // The addresses are Sentinels, asked in order on every connect.
+        if (addrs->nelts == 0 || addrs->nelts > 16) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"referral_redis\" directive with sentinel= takes 1 to 16 Sentinel addresses");
             return static_cast<char*>(NGX_CONF_ERROR);
         }
+        mcf->sentinels = ngx_array_create(cf->pool, addrs->nelts, sizeof(RedisAddr));
+        if (mcf->sentinels == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+        for (ngx_uint_t i = 0; i < addrs->nelts; i++) {
+            if (addr[i].len > 5 && ngx_strncmp(addr[i].data, "unix:", 5) == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &addr[i], &value[0],
+                                   "a Sentinel must be host:port");
+                return static_cast<char*>(NGX_CONF_ERROR);
+            }
+            auto* sa = static_cast<RedisAddr*>(ngx_array_push(mcf->sentinels));
+            if (sa == nullptr || !parse_tcp(cf, addr[i], value[0], sa)) return static_cast<char*>(NGX_CONF_ERROR);
+        }
+        mcf->redis_set = 1;
+        return NGX_CONF_OK;
+    }
+    if (addrs->nelts != 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"referral_redis\" directive takes one address, or Sentinels with sentinel=NAME");
+        return static_cast<char*>(NGX_CONF_ERROR);
+    }
+    if (addr[0].len > 5 && ngx_strncmp(addr[0].data, "unix:", 5) == 0) {
+        mcf->redis_unix.len = addr[0].len - 5;
+        mcf->redis_unix.data = static_cast<u_char*>(ngx_pnalloc(cf->pool, addr[0].len - 4));
+        if (mcf->redis_unix.data == nullptr) return static_cast<char*>(NGX_CONF_ERROR);
+        ngx_cpystrn(mcf->redis_unix.data, addr[0].data + 5, addr[0].len - 4);
+    } else {
+        RedisAddr a;
+        if (!parse_tcp(cf, addr[0], value[0], &a)) return static_cast<char*>(NGX_CONF_ERROR);
+        mcf->redis_host = a.host;
+        mcf->redis_port = a.port;
     }
     mcf->redis_set = 1;
     return NGX_CONF_OK;
@@ -362,6 +421,31 @@ char* check_spool(ngx_conf_t* cf, void*, void* data) noexcept {
     return NGX_CONF_OK;
 }
 
+// referral_spool DIR [max_size=SIZE]
+char* set_spool(ngx_conf_t* cf, ngx_command_t*, void* conf) noexcept {
+    auto* mcf = static_cast<MainConf*>(conf);
+    if (mcf->spool.data != nullptr) return const_cast<char*>("is duplicate");
+    ngx_str_t* value = static_cast<ngx_str_t*>(cf->args->elts);
+    for (ngx_uint_t i = 2; i < cf->args->nelts; i++) {
+        if (value[i].len < 9 || ngx_strncmp(value[i].data, "max_size=", 9) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\" in \"%V\" directive, "
+                               "it must be max_size=SIZE", &value[i], &value[0]);
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
+        // ngx_parse_offset, as client_max_body_size: "1g" is a size too.
+        ngx_str_t size = {value[i].len - 9, value[i].data + 9};
+        off_t n = ngx_parse_offset(&size);
+        if (n == NGX_ERROR || n < 64 * 1024) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, kBadValue, &value[i], &value[0],
+                               "it must be max_size=SIZE of at least 64k");
+            return static_cast<char*>(NGX_CONF_ERROR);
+        }
+        mcf->spool_max = static_cast<size_t>(n);
+    }
+    mcf->spool = value[1];
+    return check_spool(cf, nullptr, &mcf->spool);
+}
+
 ngx_conf_post_t post_cookie_name = {check_cookie_name};
 ngx_conf_post_t post_cookie_domain = {check_cookie_domain};
 ngx_conf_post_t post_cookie_path = {check_cookie_path};
@@ -369,7 +453,6 @@ ngx_conf_post_t post_window = {check_window};
 ngx_conf_post_t post_conversion_header = {check_conversion_header};
 ngx_conf_post_t post_stream = {check_stream};
 ngx_conf_post_t post_buffer = {check_buffer};
-ngx_conf_post_t post_spool = {check_spool};
 
 constexpr ngx_uint_t kAnyLevel = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
@@ -405,14 +488,14 @@ ngx_command_t commands[] = {
     {ngx_string("referral_conversion_header"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, conversion_header),
      &post_conversion_header},
-    {ngx_string("referral_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
+    {ngx_string("referral_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
      set_redis, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("referral_stream"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, stream), &post_stream},
     {ngx_string("referral_buffer"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_size_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, buffer), &post_buffer},
-    {ngx_string("referral_spool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-     ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, spool), &post_spool},
+    {ngx_string("referral_spool"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12,
+     set_spool, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("referral_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      status_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, nullptr},
     ngx_null_command,
@@ -423,6 +506,7 @@ void* create_main_conf(ngx_conf_t* cf) noexcept {
     if (mcf == nullptr) return nullptr;
     mcf->redis_db = -1;
     mcf->buffer = NGX_CONF_UNSET_SIZE;
+    mcf->spool_max = NGX_CONF_UNSET_SIZE;
     return mcf;
 }
 
@@ -433,6 +517,7 @@ char* init_main_conf(ngx_conf_t*, void* conf) noexcept {
         ngx_str_set(&mcf->stream, "referral:events");  // a two-statement macro
     }
     ngx_conf_init_size_value(mcf->buffer, 4 * 1024 * 1024);
+    ngx_conf_init_size_value(mcf->spool_max, static_cast<size_t>(1024) * 1024 * 1024);
     return NGX_CONF_OK;
 }
 

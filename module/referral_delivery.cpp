@@ -3,8 +3,13 @@
 // and the spool for outages, full buffers and exits.
 //
 // An event leaves the outbox only when Redis has acknowledged its XADD.
+// With a spool, every event in the outbox that is not already on disk (a
+// replayed one) is also in this worker's journal (core/journal.h), so a
+// worker killed with SIGKILL loses nothing: another worker finds the
+// journal unlocked and replays it.
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +20,7 @@
 #include <vector>
 
 #include "core/delivery.h"
+#include "core/journal.h"
 #include "core/outbox.h"
 #include "core/spool.h"
 #include "referral_module.h"
@@ -25,6 +31,7 @@ namespace {
 
 constexpr ngx_msec_t kTickMs = 1000;
 constexpr ngx_msec_t kExitTickMs = 100;
+constexpr ngx_msec_t kSentinelTimeoutMs = 1000;
 using referral::Link;
 
 class Delivery {
@@ -32,19 +39,24 @@ public:
     Delivery(ngx_cycle_t* cycle, MainConf* mcf)
         : mcf_(mcf), log_(cycle->log), outbox_(mcf->buffer) {
         if (mcf->spool.len > 0) {
-            spool_ = std::make_unique<referral::Spool>(
-                std::string(reinterpret_cast<char*>(mcf->spool.data), mcf->spool.len),
-                mcf->buffer / 4);
+            std::string dir(reinterpret_cast<char*>(mcf->spool.data), mcf->spool.len);
+            spool_ = std::make_unique<referral::Spool>(dir, mcf->buffer / 4, mcf->spool_max);
+            // Segments of a quarter of the buffer: the journal holds what
+            // the buffer does, in a few files a replay reads at once.
+            journal_ = std::make_unique<referral::Journal>(dir, mcf->buffer / 4);
         }
         init_timer(&tick_ev_, on_tick);
         init_timer(&reconnect_ev_, on_reconnect);
+        init_timer(&wait_ev_, on_wait_posted);
+        init_timer(&sentinel_ev_, on_sentinel_timeout);
+        sentinel_ev_.cancelable = 1;
         reconnect_ev_.cancelable = 1;
         tick_ev_.cancelable = 1;
     }
 
     void start() {
         if (spool_) {
-            spool_->recover_orphans();
+            recover_orphans();
             if (spool_->sealed_count() > 0) {
                 backlog_ = true;
                 connect();
@@ -62,10 +74,11 @@ public:
             route = referral::route_event(has_spool, state_, backlog_, outbox_.fits(len), true);
         }
         if (route == referral::Route::drop) {
-            drop(1, "the buffer is full and no spool is available");
+            drop(1, spool_ && spool_->full() ? "the buffer is full and the spool is at max_size"
+                                             : "the buffer is full and no spool is available");
             return;
         }
-        outbox_.push(std::string(cmd, len), 0, now);
+        outbox_.push(std::string(cmd, len), 0, now, journal(std::string_view(cmd, len)));
         count(&Counters::buffered);
         if (ac_ != nullptr) {
             send_unsent();
@@ -78,6 +91,12 @@ public:
     // Worker exit: whatever is still unacknowledged goes to the spool.
     void shutdown() {
         final_ = true;
+        if (sac_ != nullptr) {
+            redisAsyncContext* sac = sac_;
+            sac_ = nullptr;
+            redisAsyncFree(sac);
+        }
+        if (sentinel_ev_.timer_set) ngx_del_timer(&sentinel_ev_);
         if (ac_ != nullptr) {
             redisAsyncContext* ac = ac_;
             ac_ = nullptr;
@@ -87,12 +106,17 @@ public:
         outbox_.requeue();
         spool_all("the worker is exiting");
         drop_all("the worker exited while Redis was unreachable and no spool is set");
+        journal_.reset();  // deletes it, unless some event could not be spooled
         if (spool_) {
             std::string err;
             if (!spool_->seal(&err)) spool_error(err);
         }
         if (tick_ev_.timer_set) ngx_del_timer(&tick_ev_);
         if (reconnect_ev_.timer_set) ngx_del_timer(&reconnect_ev_);
+        // A multi-statement macro: braces matter.
+        if (wait_ev_.posted) {
+            ngx_delete_posted_event(&wait_ev_);
+        }
     }
 
 private:
@@ -128,13 +152,22 @@ private:
     // ---------------------------------------------------------- connection
 
     void connect() {
-        if (ac_ != nullptr || final_) return;
+        if (ac_ != nullptr || sac_ != nullptr || final_) return;
+        if (mcf_->sentinels != nullptr) {
+            ask_sentinel(0);  // then connect_to() the primary it names
+            return;
+        }
+        connect_to(mcf_->redis_unix.len > 0 ? nullptr : reinterpret_cast<const char*>(mcf_->redis_host.data),
+                   static_cast<int>(mcf_->redis_port));
+    }
+
+    // `host` null: the unix socket.
+    void connect_to(const char* host, int port) {
         redisAsyncContext* ac = nullptr;
-        if (mcf_->redis_unix.len > 0) {
+        if (host == nullptr) {
             ac = redisAsyncConnectUnix(reinterpret_cast<const char*>(mcf_->redis_unix.data));
         } else {
-            ac = redisAsyncConnect(reinterpret_cast<const char*>(mcf_->redis_host.data),
-                                   static_cast<int>(mcf_->redis_port));
+            ac = redisAsyncConnect(host, port);
         }
         if (ac == nullptr || ac->err) {
             const char* why = ac ? ac->errstr : "out of memory";
@@ -164,12 +197,120 @@ private:
         send_unsent();
     }
 
+    // ----------------------------------------------------------- Sentinels
+
+    // Asks Sentinel `i` (of those configured, in order) for the primary,
+    // with hiredis's async API in the event loop like the connection itself,
+    // under a timer: a Sentinel that does not answer in time, or does not
+    // know the primary, passes the question to the next one.
+    void ask_sentinel(size_t i) {
+        const auto* sentinels = static_cast<const RedisAddr*>(mcf_->sentinels->elts);
+        for (; i < mcf_->sentinels->nelts; i++) {
+            const RedisAddr& a = sentinels[i];
+            redisAsyncContext* sac = redisAsyncConnect(reinterpret_cast<const char*>(a.host.data),
+                                                       static_cast<int>(a.port));
+            if (sac == nullptr || sac->err) {
+                if (sac) redisAsyncFree(sac);
+                continue;
+            }
+            if (!redis_attach(sac, log_)) {
+                redisAsyncFree(sac);
+                continue;
+            }
+            sac->data = this;
+            sac_ = sac;
+            sentinel_i_ = i;
+            set_state(Link::connecting);
+            connect_started_ = now_ms();
+            redisAsyncSetConnectCallback(sac, on_sentinel_connect);
+            redisAsyncSetDisconnectCallback(sac, on_sentinel_disconnect);
+            redisAsyncCommand(sac, on_sentinel_reply, nullptr, "SENTINEL get-master-addr-by-name %b",
+                              mcf_->sentinel_name.data, static_cast<size_t>(mcf_->sentinel_name.len));
+            if (sentinel_ev_.timer_set) ngx_del_timer(&sentinel_ev_);
+            ngx_add_timer(&sentinel_ev_, kSentinelTimeoutMs);
+            return;
+        }
+        failed("no Sentinel named the primary");
+    }
+
+    // This Sentinel is of no help: close it (deferred by hiredis inside its
+    // callbacks) and ask the next.
+    void next_sentinel(const char* why) {
+        if (sac_ == nullptr) return;
+        redisAsyncContext* sac = sac_;
+        sac_ = nullptr;
+        if (sentinel_ev_.timer_set) ngx_del_timer(&sentinel_ev_);
+        ngx_log_error(NGX_LOG_INFO, log_, 0, "referral: Sentinel #%uz: %s", sentinel_i_ + 1, why);
+        redisAsyncFree(sac);
+        if (!final_) ask_sentinel(sentinel_i_ + 1);
+    }
+
+    static void on_sentinel_connect(const redisAsyncContext* ac, int status) noexcept {
+        Delivery* d = from(ac);
+        if (ac != d->sac_ || status == REDIS_OK) return;
+        d->guarded("Sentinel", [&] {
+            // hiredis frees the context after this callback.
+            d->sac_ = nullptr;
+            if (d->sentinel_ev_.timer_set) ngx_del_timer(&d->sentinel_ev_);
+            if (!d->final_) d->ask_sentinel(d->sentinel_i_ + 1);
+        });
+    }
+
+    static void on_sentinel_disconnect(const redisAsyncContext* ac, int) noexcept {
+        Delivery* d = from(ac);
+        if (ac != d->sac_) return;
+        d->guarded("Sentinel", [&] {
+            d->sac_ = nullptr;  // being freed by hiredis
+            if (d->sentinel_ev_.timer_set) ngx_del_timer(&d->sentinel_ev_);
+            if (!d->final_) d->ask_sentinel(d->sentinel_i_ + 1);
+        });
+    }
+
+    static void on_sentinel_reply(redisAsyncContext* ac, void* r, void*) noexcept {
+        Delivery* d = from(ac);
+        auto* reply = static_cast<redisReply*>(r);
+        if (reply == nullptr || ac != d->sac_) return;
+        d->guarded("Sentinel", [&] {
+            // [host, port]; nil when it does not know the name. Only numeric
+            // addresses: a name would need a blocking lookup.
+            char host[64] = "";
+            int port = 0;
+            if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                reply->element[0]->type == REDIS_REPLY_STRING && reply->element[0]->len < sizeof(host) &&
+                reply->element[1]->type == REDIS_REPLY_STRING) {
+                ngx_memcpy(host, reply->element[0]->str, reply->element[0]->len);
+                host[reply->element[0]->len] = '\0';
+                port = ngx_atoi(reinterpret_cast<u_char*>(reply->element[1]->str), reply->element[1]->len);
+            }
+            unsigned char bin[16];
+            const bool numeric = inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
+            if (port <= 0 || port > 65535 || !numeric) {
+                d->next_sentinel("no primary address for the service");
+                return;
+            }
+            redisAsyncContext* sac = d->sac_;
+            d->sac_ = nullptr;
+            if (d->sentinel_ev_.timer_set) ngx_del_timer(&d->sentinel_ev_);
+            redisAsyncFree(sac);  // deferred: we are in its callback
+            ngx_log_error(NGX_LOG_INFO, d->log_, 0, "referral: Sentinel #%uz names %s:%d as the primary",
+                          d->sentinel_i_ + 1, host, port);
+            d->connect_to(host, port);
+        });
+    }
+
+    static void on_sentinel_timeout(ngx_event_t* ev) noexcept {
+        auto* d = static_cast<Delivery*>(ev->data);
+        d->guarded("Sentinel", [&] { d->next_sentinel("no answer in time"); });
+    }
+
     // The connection is gone (or never came): everything in flight is unsent
     // again; with a spool, the outbox moves there so a crash loses nothing.
     void lost(const char* why) {
         ac_ = nullptr;
         generation_++;
         outbox_.requeue();
+        waits_inflight_ = 0;
+        unwaited_ = false;
         if (final_) return;
         failed(why);
     }
@@ -242,14 +383,18 @@ private:
     static void on_reply(redisAsyncContext* ac, void* r, void* tag) noexcept {
         Delivery* d = from(ac);
         auto* reply = static_cast<redisReply*>(r);
-        if (reply == nullptr || tag != d->gen_tag() || d->outbox_.inflight() == 0) return;
+        if (reply == nullptr || tag != d->gen_tag() || d->outbox_.inflight() <= d->outbox_.stored()) return;
         d->guarded("acknowledgement", [&] {
             // Which replies are retried: src/core/delivery.h.
             const bool error = reply->type == REDIS_REPLY_ERROR;
             const referral::Reply verdict = referral::classify_reply(
                 error, error ? std::string_view(reply->str, reply->len) : std::string_view());
             if (verdict == referral::Reply::acked) {
-                d->acked();
+                if (d->mcf_->redis_replicas > 0) {
+                    d->outbox_.store();  // acknowledged once a WAIT confirms it
+                } else {
+                    d->acked();
+                }
             } else if (verdict == referral::Reply::retry) {
                 ngx_log_error(NGX_LOG_ERR, d->log_, 0, "referral: Redis refused XADD, will retry: %*s",
                               ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
@@ -265,7 +410,7 @@ private:
     static void on_reconnect(ngx_event_t* ev) noexcept {
         auto* d = static_cast<Delivery*>(ev->data);
         d->guarded("reconnect", [&] {
-            if (d->ac_ != nullptr) return;
+            if (d->ac_ != nullptr || d->sac_ != nullptr) return;
             if (referral::on_reconnect_timer(d->outbox_.empty(), d->backlog_) == referral::Reconnect::connect) {
                 d->connect();
             } else {
@@ -284,11 +429,69 @@ private:
                 fail_connection("cannot queue a command");
                 return;
             }
+            if (mcf_->redis_replicas > 0) unwaited_ = true;
         }
+        // One WAIT after all the XADDs of this event-loop iteration.
+        if (unwaited_ && !wait_ev_.posted) {
+            ngx_post_event(&wait_ev_, &ngx_posted_events);  // a macro: braces matter
+        }
+    }
+
+    // ------------------------------------------------------------ replicas
+
+    static void on_wait_posted(ngx_event_t* ev) noexcept {
+        auto* d = static_cast<Delivery*>(ev->data);
+        d->guarded("WAIT", [&] {
+            if (d->unwaited_) d->send_wait();
+        });
+    }
+
+    // WAIT covers every write before it on this connection.
+    void send_wait() {
+        unwaited_ = false;
+        if (ac_ == nullptr) return;
+        if (redisAsyncCommand(ac_, on_wait, gen_tag(), "WAIT %d %d", static_cast<int>(mcf_->redis_replicas),
+                              static_cast<int>(referral::Timing::kWaitTimeoutMs)) != REDIS_OK) {
+            fail_connection("cannot queue a command");
+            return;
+        }
+        waits_inflight_++;
+    }
+
+    static void on_wait(redisAsyncContext* ac, void* r, void* tag) noexcept {
+        Delivery* d = from(ac);
+        auto* reply = static_cast<redisReply*>(r);
+        if (reply == nullptr || tag != d->gen_tag()) return;
+        d->guarded("WAIT", [&] { d->waited(reply); });
+    }
+
+    void waited(const redisReply* reply) {
+        waits_inflight_--;
+        if (reply->type != REDIS_REPLY_INTEGER) {
+            ngx_log_error(NGX_LOG_ERR, log_, 0, "referral: Redis refused WAIT: %*s",
+                          ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
+            fail_connection("WAIT refused");
+            return;
+        }
+        // Replies come in order: what is stored now was written before this
+        // WAIT, so it is all confirmed or none of it is.
+        if (referral::replicas_confirm(reply->integer, mcf_->redis_replicas)) {
+            for (size_t n = outbox_.stored(); n > 0; n--) acked();
+            replicas_short_ = false;
+            return;
+        }
+        if (!replicas_short_) {
+            ngx_log_error(NGX_LOG_WARN, log_, 0,
+                          "referral: %L of %i replica(s) confirmed the events; they wait in memory",
+                          static_cast<long long>(reply->integer), mcf_->redis_replicas);
+            replicas_short_ = true;
+        }
+        if (waits_inflight_ == 0 && outbox_.stored() > 0) send_wait();  // WAIT again
     }
 
     void acked() {
         referral::OutboxEntry e = outbox_.ack();
+        settle_journal(e);
         outage_ = false;  // over only once Redis has taken an event
         count(&Counters::sent);
         count(&Counters::buffered, -1);
@@ -300,7 +503,8 @@ private:
     // Redis refused the oldest event for good: it is dropped, counted and
     // logged (above), and the events behind it go on.
     void rejected() {
-        referral::OutboxEntry e = outbox_.ack();
+        referral::OutboxEntry e = outbox_.reject();
+        settle_journal(e);
         count(&Counters::buffered, -1);
         drop(1, "Redis rejected it");
         settle_claim(e.claim);
@@ -332,7 +536,7 @@ private:
         if (outbox_.empty()) return;
         drop(outbox_.size(), why);
         count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(outbox_.size()));
-        outbox_.take_all();
+        for (auto& e : outbox_.take_all()) settle_journal(e);
     }
 
     void drop(size_t n, const char* why) {
@@ -347,6 +551,32 @@ private:
         }
     }
 
+    // ------------------------------------------------------------- journal
+
+    // Journals a new event; its segment, or 0 when it is in memory only.
+    std::uint64_t journal(std::string_view cmd) {
+        if (!journal_) return 0;
+        std::string err;
+        std::uint64_t segment = journal_->add(cmd, &err);
+        if (segment == 0) spool_error("journal: " + err);
+        return segment;
+    }
+
+    void settle_journal(const referral::OutboxEntry& e) noexcept {
+        if (e.journal != 0 && journal_) journal_->settle(e.journal);
+    }
+
+    // Seals what dead workers left (part files, journals, claims); the
+    // events of their journals count as spooled, as they are replayed.
+    void recover_orphans() {
+        const size_t journaled = spool_->recover_orphans();
+        if (journaled == 0) return;
+        count(&Counters::spooled, static_cast<ngx_atomic_int_t>(journaled));
+        ngx_log_error(NGX_LOG_WARN, log_, 0,
+                      "referral: took over %uz event(s) from the journal of an exited worker",
+                      journaled);
+    }
+
     // --------------------------------------------------------------- spool
 
     // `first_time`: the event was never on disk before. A replayed event
@@ -355,7 +585,9 @@ private:
     bool to_spool(std::string_view cmd, std::int64_t queued_ms, bool first_time) {
         std::string err;
         if (!spool_->append(cmd, queued_ms, &err)) {
-            spool_error(err);
+            // At max_size the event stays in memory, or is dropped when that
+            // is full too (counted and logged there): not an alert.
+            spool_error(err, spool_->full() ? NGX_LOG_WARN : NGX_LOG_ALERT);
             return false;
         }
         backlog_ = true;
@@ -364,10 +596,10 @@ private:
     }
 
     // A full or broken disk fails every write: say so once a second.
-    void spool_error(const std::string& err) {
+    void spool_error(const std::string& err, ngx_uint_t level = NGX_LOG_ALERT) {
         std::int64_t now = now_ms();
         if (now - last_spool_error_log_ >= 1000) {
-            ngx_log_error(NGX_LOG_ALERT, log_, 0, "referral: spool: %s", err.c_str());
+            ngx_log_error(level, log_, 0, "referral: spool: %s", err.c_str());
             last_spool_error_log_ = now;
         }
     }
@@ -382,9 +614,11 @@ private:
         // What a partial write leaves where: src/core/delivery.h.
         referral::SpoolMove m = referral::move_to_spool(
             outbox_.take_all(), [&](const referral::OutboxEntry& e) {
-                return to_spool(e.command, e.queued_ms, e.claim == 0);
+                if (!to_spool(e.command, e.queued_ms, e.claim == 0)) return false;
+                settle_journal(e);  // on disk in the spool now
+                return true;
             });
-        for (auto& e : m.kept) outbox_.push(std::move(e.command), 0, e.queued_ms);
+        for (auto& e : m.kept) outbox_.push(std::move(e.command), 0, e.queued_ms, e.journal);
         const size_t moved = m.moved;
         if (!spool_->seal(&err)) spool_error(err);
         count(&Counters::buffered, -static_cast<ngx_atomic_int_t>(moved));
@@ -468,6 +702,14 @@ private:
                     drop_all("the worker is exiting and Redis is unreachable");
                     break;
                 case referral::ExitStep::wait:
+                    // Connected, but the replicas do not confirm: an exiting
+                    // worker does not wait for them forever, the spool keeps
+                    // the events (sent again by the workers that stay).
+                    if (spool_ && mcf_->redis_replicas > 0 && outbox_.stored() > 0 &&
+                        now - exiting_since_ > referral::Timing::kExitGraceMs) {
+                        fail_connection("the worker is exiting and the replicas do not confirm");
+                        spool_all("the worker is exiting");
+                    }
                     break;
             }
             hold();
@@ -475,7 +717,7 @@ private:
             return;  // a cancelable timer is not re-armed: the worker may exit
         }
         if (spool_) {
-            spool_->recover_orphans();
+            recover_orphans();
             if (!backlog_ && spool_->sealed_count() > 0) backlog_ = true;
             if (backlog_ && ac_ == nullptr && state_ == Link::idle) connect();
             replay();
@@ -489,6 +731,7 @@ private:
     ngx_log_t* log_;
     referral::Outbox outbox_;
     std::unique_ptr<referral::Spool> spool_;
+    std::unique_ptr<referral::Journal> journal_;
     redisAsyncContext* ac_ = nullptr;
     Link state_ = Link::idle;
     std::uint64_t generation_ = 0;
@@ -506,6 +749,13 @@ private:
     std::int64_t last_drop_log_ = 0;
     ngx_event_t tick_ev_;
     ngx_event_t reconnect_ev_;
+    ngx_event_t wait_ev_;       // posted: the WAIT after this iteration's XADDs
+    ngx_event_t sentinel_ev_;   // the Sentinel being asked has this long
+    redisAsyncContext* sac_ = nullptr;  // the Sentinel being asked, if any
+    size_t sentinel_i_ = 0;
+    bool unwaited_ = false;     // XADDs written since the last WAIT
+    bool replicas_short_ = false;
+    int waits_inflight_ = 0;
 };
 
 Delivery* delivery = nullptr;

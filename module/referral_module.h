@@ -51,16 +51,25 @@ enum CookieFlag : ngx_uint_t {
     flag_samesite_none = 0x40,
 };
 
+struct RedisAddr {
+    ngx_str_t host;  // numeric, NUL-terminated
+    ngx_int_t port;
+};
+
 struct MainConf {
     ngx_str_t redis_host;      // empty for a unix socket
     ngx_int_t redis_port;
     ngx_str_t redis_unix;      // "unix:" path, NUL-terminated
     ngx_str_t redis_password;  // empty when none; never logged
     ngx_int_t redis_db;        // -1: no SELECT
+    ngx_int_t redis_replicas;  // replicas=N: 0, or WAIT N before an event counts as sent
     ngx_flag_t redis_set;
+    ngx_array_t* sentinels;    // RedisAddr; null unless sentinel=NAME
+    ngx_str_t sentinel_name;   // sentinel=NAME, or empty
     ngx_str_t stream;
     size_t buffer;
     ngx_str_t spool;           // empty: no spool
+    size_t spool_max;          // referral_spool max_size=, bytes
     ngx_shm_zone_t* counters_zone;
 };
 

@@ -19,9 +19,15 @@ void on_read(ngx_event_t* ev) noexcept {
     // `c` may be released by now (hiredis freed the context): no access.
 }
 
+// Set while hiredis writes from on_write(): a write it could not finish
+// then waits for the socket (epoll), not for another posted call.
+bool writing = false;
+
 void on_write(ngx_event_t* ev) noexcept {
     auto* c = static_cast<ngx_connection_t*>(ev->data);
+    writing = true;
     redisAsyncHandleWrite(static_cast<redisAsyncContext*>(c->data));
+    writing = false;
 }
 
 void add_read(void* data) noexcept {
@@ -36,9 +42,23 @@ void del_read(void* data) noexcept {
     if (c->read->active) ngx_del_event(c->read, NGX_READ_EVENT, 0);
 }
 
+// Commands queued on a connected socket are written once, after this
+// event-loop iteration (a posted event): one write() for all the XADDs of
+// the iteration, and no epoll_ctl() to watch for writability and another
+// to stop, which a loopback socket almost always is. Only a write that the
+// socket cannot take whole, or a connect in progress (hiredis 0.14 would
+// take a connect still in progress for done), waits for epoll.
 void add_write(void* data) noexcept {
     auto* c = static_cast<ngx_connection_t*>(data);
-    if (!c->write->active && ngx_add_event(c->write, NGX_WRITE_EVENT, 0) != NGX_OK) {
+    if (c->write->active) return;
+    auto* ac = static_cast<redisAsyncContext*>(c->data);
+    if (!writing && (ac->c.flags & REDIS_CONNECTED)) {
+        if (!c->write->posted) {
+            ngx_post_event(c->write, &ngx_posted_events);  // a macro: braces matter
+        }
+        return;
+    }
+    if (ngx_add_event(c->write, NGX_WRITE_EVENT, 0) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, c->log, 0, "referral: cannot watch the Redis socket");
     }
 }

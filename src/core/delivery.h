@@ -40,7 +40,16 @@ struct Timing {
     // Without a spool, an exiting worker waits this long for Redis to come
     // back before it gives up on what it still holds.
     static constexpr std::int64_t kExitGraceMs = 10000;
+    // replicas=N: how long one WAIT may block the connection on Redis's
+    // side; while fewer replicas answer, a new WAIT follows each one.
+    static constexpr std::int64_t kWaitTimeoutMs = 1000;
 };
+
+// replicas=N: a WAIT's reply (the number of replicas that hold every write
+// before it) confirms the stored events when it reaches N.
+inline bool replicas_confirm(long long replicas, long long wanted) noexcept {
+    return replicas >= wanted;
+}
 
 // Reconnect delays: from 500 ms, times 1.5 per failure, at most 10 s, plus
 // up to a quarter of jitter so workers do not reconnect in step. A

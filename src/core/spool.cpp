@@ -111,7 +111,8 @@ std::vector<std::string> parse_spool_records(std::string_view data, std::size_t*
     return records;
 }
 
-Spool::Spool(std::string dir, std::size_t file_limit) : dir_(std::move(dir)), file_limit_(file_limit) {}
+Spool::Spool(std::string dir, std::size_t file_limit, std::size_t max_bytes)
+    : dir_(std::move(dir)), file_limit_(file_limit), max_bytes_(max_bytes) {}
 
 Spool::~Spool() {
     std::string err;
@@ -147,9 +148,14 @@ bool Spool::open_part(std::int64_t first_ms, std::string* err) {
 }
 
 bool Spool::append(std::string_view record, std::int64_t queued_ms, std::string* err) {
-    if (part_fd_ < 0 && !open_part(queued_ms, err)) return false;
     char head[24];
     int hl = std::snprintf(head, sizeof(head), "%zu\n", record.size());
+    full_ = max_bytes_ > 0 && dir_bytes_ + static_cast<std::size_t>(hl) + record.size() > max_bytes_;
+    if (full_) {
+        *err = "the spool directory is full (max_size)";
+        return false;
+    }
+    if (part_fd_ < 0 && !open_part(queued_ms, err)) return false;
     struct iovec iov[2];
     iov[0].iov_base = head;
     iov[0].iov_len = static_cast<std::size_t>(hl);
@@ -169,6 +175,7 @@ bool Spool::append(std::string_view record, std::int64_t queued_ms, std::string*
         return false;
     }
     part_size_ += want;
+    dir_bytes_ += want;
     if (part_size_ >= file_limit_) return seal(err);
     return true;
 }
@@ -192,21 +199,28 @@ bool Spool::seal(std::string* err) {
     return ok;
 }
 
-void Spool::recover_orphans() {
+std::size_t Spool::recover_orphans() {
     const std::int64_t now = now_ms();
+    std::size_t total = 0;
+    std::size_t journaled = 0;
     for (const std::string& name : list_dir(dir_)) {
-        bool part = starts_with(name, "w-") && ends_with(name, ".part");
-        bool claim = ends_with(name, ".claim");
-        if (!part && !claim) continue;
-        if (part && name == part_name_ && part_fd_ >= 0) continue;
-        if (claim && claims_.count(name) > 0) continue;
         struct stat st;
         if (stat(path(name).c_str(), &st) != 0) continue;
+        bool part = starts_with(name, "w-") && ends_with(name, ".part");
+        bool claim = ends_with(name, ".claim");
+        bool journal = starts_with(name, "j-") && ends_with(name, ".journal");
+        // A journal segment is sparse and preallocated: what it uses on disk.
+        total += journal ? static_cast<std::size_t>(st.st_blocks) * 512 : static_cast<std::size_t>(st.st_size);
+        if (!part && !claim && !journal) continue;
+        if (part && name == part_name_ && part_fd_ >= 0) continue;
+        if (claim && claims_.count(name) > 0) continue;
         std::int64_t mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
-        if (part && now - mtime < kOrphanMinAgeMs) continue;
+        if ((part || journal) && now - mtime < kOrphanMinAgeMs) continue;
         int fd = lock_orphan(path(name));
         if (fd < 0) continue;  // a live process holds it
-        if (claim) {
+        if (journal) {
+            journaled += recover_journal(name, fd, mtime);
+        } else if (claim) {
             rename(path(name).c_str(), path(unclaimed_name(name)).c_str());
         } else if (st.st_size == 0) {
             unlink(path(name).c_str());
@@ -216,6 +230,28 @@ void Spool::recover_orphans() {
         }
         close(fd);
     }
+    dir_bytes_ = total;
+    return journaled;
+}
+
+// A dead worker's journal segment (core/journal.h): cut after its last whole
+// record (the rest is a NUL and what an earlier use of the file left) and
+// sealed for replay like a part file.
+std::size_t Spool::recover_journal(const std::string& name, int fd, std::int64_t mtime) {
+    std::string data;
+    if (!read_fd(fd, &data)) return 0;  // unreadable now: left for a later try
+    std::size_t torn = 0;
+    const std::size_t records = parse_spool_records(data, &torn).size();
+    const std::size_t keep = data.size() - torn;
+    if (keep == 0) {
+        unlink(path(name).c_str());
+        return 0;
+    }
+    if (ftruncate(fd, static_cast<off_t>(keep)) != 0 ||
+        rename(path(name).c_str(), path(sealed_name(mtime, ++seq_)).c_str()) != 0) {
+        return 0;
+    }
+    return records;
 }
 
 bool Spool::claim_next(std::vector<std::string>* records, std::string* claim, std::int64_t* file_ms,

@@ -6,6 +6,7 @@
 //   w-<pid>-<seq>.part                     being appended to by its writer
 //   s-<ms>-<pid>-<seq>.spool               sealed, waiting for replay
 //   s-<ms>-<pid>-<seq>.spool.<pid2>.claim  being replayed
+//   j-<pid>-<seq>.journal                  a worker's journal (core/journal.h)
 // <ms> is when the oldest record in the file was first queued, so name order
 // is event order. A record is "<decimal length>\n<bytes>" (one RESP command).
 //
@@ -28,22 +29,32 @@ namespace referral {
 class Spool {
 public:
     // `file_limit`: a part file is sealed once it grows past this size, so a
-    // replay reads a bounded amount at a time.
-    Spool(std::string dir, std::size_t file_limit);
+    // replay reads a bounded amount at a time. `max_bytes` (0: no limit)
+    // bounds the directory: the size of its files, as measured by the last
+    // recover_orphans() (the caller runs it every second) plus what this
+    // process appended since, so several writers may overshoot it by what
+    // they append in between.
+    Spool(std::string dir, std::size_t file_limit, std::size_t max_bytes = 0);
     ~Spool();
     Spool(const Spool&) = delete;
     Spool& operator=(const Spool&) = delete;
 
     // Appends one record to this process's part file. `queued_ms` is when the
     // event was first queued (it dates the file when it is the first record).
-    // False with `err` set when the write failed; the caller keeps the event.
+    // False with `err` set when the write failed, or when the directory is
+    // at `max_bytes` (then full() is true); the caller keeps the event.
     bool append(std::string_view record, std::int64_t queued_ms, std::string* err);
+
+    // The last append() was refused because the directory is at max_bytes.
+    bool full() const { return full_; }
 
     // Closes and seals this process's part file, if any.
     bool seal(std::string* err);
 
-    // Seals part files and releases claims that no live process holds.
-    void recover_orphans();
+    // Seals part files and journal segments (core/journal.h) and releases
+    // claims that no live process holds; measures the directory. Returns
+    // how many records the journal segments it sealed held.
+    std::size_t recover_orphans();
 
     // True when this process has an unsealed part file with records.
     bool has_part() const { return part_fd_ >= 0 && part_size_ > 0; }
@@ -66,9 +77,13 @@ public:
 private:
     std::string path(std::string_view name) const;
     bool open_part(std::int64_t first_ms, std::string* err);
+    std::size_t recover_journal(const std::string& name, int fd, std::int64_t mtime);
 
     std::string dir_;
     std::size_t file_limit_;
+    std::size_t max_bytes_;
+    std::size_t dir_bytes_ = 0;
+    bool full_ = false;
     int part_fd_ = -1;
     std::size_t part_size_ = 0;
     std::int64_t part_first_ms_ = 0;

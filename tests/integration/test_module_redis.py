@@ -100,6 +100,21 @@ def stop_redis(redis):
     redis.proc = None
 
 
+def spool_drained(spool):
+    """Nothing waits in the spool: no file with records, and the workers'
+    journals (preallocated, so not empty files) start with the NUL that
+    ends their records."""
+    for f in os.listdir(spool):
+        path = os.path.join(spool, f)
+        if f.startswith("j-") and f.endswith(".journal"):
+            with open(path, "rb") as j:
+                if j.read(1) not in (b"", b"\0"):
+                    return False
+        elif os.path.getsize(path) != 0:
+            return False
+    return True
+
+
 def outage(n, redis, spool):
     traffic = Traffic(n.port).start()
     try:
@@ -128,9 +143,7 @@ def outage(n, redis, spool):
     if spool:
         assert wait_until(lambda: (lambda s: s["replayed"] == s["spooled"])(referral_status(n.port))), \
             referral_status(n.port)
-        assert os.listdir(os.path.join(n.dir, "spool")) == [] or \
-            all(os.path.getsize(os.path.join(n.dir, "spool", f)) == 0
-                for f in os.listdir(os.path.join(n.dir, "spool"))), "spool not drained"
+        assert spool_drained(os.path.join(n.dir, "spool")), "spool not drained"
     return traffic
 
 

@@ -151,7 +151,7 @@ void test_exit_steps(void**) {
 std::deque<OutboxEntry> entries(std::vector<std::uint64_t> claims) {
     std::deque<OutboxEntry> d;
     int i = 0;
-    for (std::uint64_t c : claims) d.push_back(OutboxEntry{"cmd" + std::to_string(i++), c, 100 + i, 0});
+    for (std::uint64_t c : claims) d.push_back(OutboxEntry{"cmd" + std::to_string(i++), c, 100 + i, 0, 0});
     return d;
 }
 

@@ -280,6 +280,34 @@ void outbox_limit_is_in_bytes(void**) {
 
 }  // namespace
 
+void outbox_with_replicas_keeps_stored_entries_until_a_wait_confirms(void**) {
+    Outbox o(1000);
+    for (const char* c : {"a", "b", "c", "d"}) o.push(c, 0, 1);
+    for (int i = 0; i < 4; i++) o.send_next(10 + i);
+    // The primary stored "a" and "b": they stay, and no longer count for
+    // the reply timeout (a WAIT may take its time).
+    o.store();
+    o.store();
+    assert_int_equal(o.stored(), 2);
+    assert_int_equal(o.size(), 4);
+    assert_int_equal(o.oldest_inflight_ms(), 12);
+    // "c" is refused: it leaves, the stored ones before it stay.
+    referral::OutboxEntry e = o.reject();
+    assert_string_equal(e.command.c_str(), "c");
+    assert_int_equal(o.stored(), 2);
+    assert_int_equal(o.inflight(), 3);
+    // A WAIT confirms the stored ones, oldest first.
+    assert_string_equal(o.ack().command.c_str(), "a");
+    assert_string_equal(o.ack().command.c_str(), "b");
+    assert_int_equal(o.stored(), 0);
+    // Stored but not confirmed when the connection drops: written again.
+    o.store();
+    o.requeue();
+    assert_int_equal(o.stored(), 0);
+    assert_int_equal(o.unsent(), 1);
+    assert_string_equal(o.send_next(30).command.c_str(), "d");
+}
+
 int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(spool_round_trip_keeps_order),
@@ -291,6 +319,7 @@ int main() {
         cmocka_unit_test(spool_reports_an_unwritable_directory),
         cmocka_unit_test(outbox_acks_in_order_and_requeues_on_loss),
         cmocka_unit_test(outbox_limit_is_in_bytes),
+        cmocka_unit_test(outbox_with_replicas_keeps_stored_entries_until_a_wait_confirms),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
