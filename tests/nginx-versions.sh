@@ -21,7 +21,7 @@ TARBALLS=${NGINX_TARBALLS:-$ROOT/../shared/nginx}
 OUT=$ROOT/build-nginx
 JOBS=${JOBS:-2}
 TESTS=${NGINX_TESTS-"test_module_cookie.py test_module_attribution.py test_module_conversion.py
-  test_module_events.py test_module_redis.py test_module_config.py test_module_status.py"}
+  test_module_events.py test_module_redis.py test_module_config.py"}
 # What the tests use besides the defaults (https backends, realip). Fewer
 # modules than Debian's build: only the build time would grow.
 CONFIGURE=(--with-compat --with-threads --with-http_ssl_module --with-http_realip_module)
