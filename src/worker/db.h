@@ -3,6 +3,7 @@
 // placeholders (rewritten to ?1, ?2 for SQLite).
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -46,6 +47,12 @@ struct Param {
 
 using Row = std::vector<std::optional<std::string>>;
 using Rows = std::vector<Row>;
+
+// A column as an integer (NULL: 0) or as text (NULL: empty).
+inline std::int64_t to_int(const std::optional<std::string>& s) {
+    return s ? std::strtoll(s->c_str(), nullptr, 10) : 0;
+}
+inline std::string str(const std::optional<std::string>& s) { return s ? *s : std::string(); }
 
 // One click response, the hot path: kept as views until the batch is
 // flushed, so the caller keeps the strings alive until flush_clicks().

@@ -121,12 +121,17 @@ bool DeliveryLoop::retention() {
     return n >= kBatch;
 }
 
+const WebhookConfig* DeliveryLoop::endpoint(const DeliveryInfo& d) const {
+    for (const WebhookConfig& w : config_.webhooks) {
+        if (w.url == d.endpoint) return &w;
+    }
+    return nullptr;
+}
+
 int DeliveryLoop::max_attempts(const DeliveryInfo& d) const {
     if (d.target == "stripe") return config_.stripe.max_attempts;
-    for (const WebhookConfig& w : config_.webhooks) {
-        if (w.url == d.endpoint) return w.max_attempts;
-    }
-    return 1;
+    const WebhookConfig* hook = endpoint(d);
+    return hook ? hook->max_attempts : 1;
 }
 
 DeliveryLoop::Outcome DeliveryLoop::attempt(const DeliveryInfo& d) {
@@ -194,10 +199,7 @@ Verdict DeliveryLoop::stripe_attempt(const DeliveryInfo& d, std::string* paid_id
 
 Verdict DeliveryLoop::webhook_attempt(const DeliveryInfo& d) {
     Verdict v;
-    const WebhookConfig* hook = nullptr;
-    for (const WebhookConfig& w : config_.webhooks) {
-        if (w.url == d.endpoint) hook = &w;
-    }
+    const WebhookConfig* hook = endpoint(d);
     if (!hook) {
         v.kind = Verdict::dead;
         v.error = "the endpoint is no longer in the worker's config";

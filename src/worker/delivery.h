@@ -56,6 +56,7 @@ private:
     Verdict webhook_attempt(const DeliveryInfo& d);
     void record(std::vector<Outcome>* outcomes);
     int max_attempts(const DeliveryInfo& d) const;
+    const WebhookConfig* endpoint(const DeliveryInfo& d) const;  // its [[webhook]], or null
 
     const Config& config_;
     DatabaseUrl database_;

@@ -87,24 +87,26 @@ void Lifecycle::webhook(Store& store, const char* type, const std::string& objec
 
 void Lifecycle::reward_event(Store& store, const char* type, std::int64_t reward_id, std::string_view at) {
     if (config_.webhooks_for(type).empty()) return;
-    auto w = store.reward(reward_id);
-    if (!w) return;
-    webhook(store, type, reward_json(*w).dump(), reward_id, at);
+    if (auto w = store.reward(reward_id)) webhook(store, type, reward_json(*w).dump(), reward_id, at);
 }
 
 void Lifecycle::created(Store& store, std::int64_t reward_id, std::string_view at) {
-    reward_event(store, "reward.created", reward_id, at);
+    // One read of the new row serves both events: nothing changes it between them.
     auto w = store.reward(reward_id);
-    if (w && w->status == "available") became_available(store, reward_id, at);
+    if (!w) return;
+    if (!config_.webhooks_for("reward.created").empty())
+        webhook(store, "reward.created", reward_json(*w).dump(), reward_id, at);
+    if (w->status == "available") available(store, *w, at);
 }
 
 void Lifecycle::became_available(Store& store, std::int64_t reward_id, std::string_view at) {
-    auto w = store.reward(reward_id);
-    if (!w) return;
-    if (const char* op = pay_operation(w->deliver)) {
-        queue_stripe(store, reward_id, op, at);
-    }
-    reward_event(store, "reward.available", reward_id, at);
+    if (auto w = store.reward(reward_id)) available(store, *w, at);
+}
+
+void Lifecycle::available(Store& store, const RewardInfo& w, std::string_view at) {
+    if (const char* op = pay_operation(w.deliver)) queue_stripe(store, w.id, op, at);
+    if (!config_.webhooks_for("reward.available").empty())
+        webhook(store, "reward.available", reward_json(w).dump(), w.id, at);
 }
 
 void Lifecycle::linked(Store& store, std::string_view user, std::string_view referred_by, std::string_view code,

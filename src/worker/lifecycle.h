@@ -47,6 +47,8 @@ public:
                 std::string_view at);
 
 private:
+    // Queues what an available reward needs: its Stripe payment, reward.available.
+    void available(Store& store, const RewardInfo& w, std::string_view at);
     void reward_event(Store& store, const char* type, std::int64_t reward_id, std::string_view at);
     void webhook(Store& store, const char* type, const std::string& object_json,
                  std::optional<std::int64_t> reward_id, std::string_view at);

@@ -180,14 +180,12 @@ void Processor::forget() {
     codes_.clear();
     last_code_.clear();
     owners_.clear();
-    last_clicks_.clear();
     pending_clicks_ = 0;
 }
 
 void Processor::start_batch() {
     codes_.clear();
     last_code_.clear();
-    last_clicks_.clear();
 }
 
 void Processor::persist(Store& store, const Counters& c) {
@@ -267,17 +265,13 @@ void Processor::apply_click(Store& store, const Event& ev, Counters* c) {
     if (std::int64_t* why = dead_code(*ref, ev.ts, c)) (*why)++;
     if (config_.click_dedup_ms > 0 && !ev.visitor.empty()) {
         // Not stored when a stored click of this visitor on this code is
-        // less than click_dedup older (this batch's first, then the table's).
-        std::string key = std::to_string(ref->id) + ":" + std::string(ev.visitor);
-        auto it = last_clicks_.find(key);
+        // less than click_dedup older. note_click() writes inside this
+        // transaction, so earlier clicks of the same batch count too.
         const std::int64_t since = ev.ts - config_.click_dedup_ms + 1;
-        if ((it != last_clicks_.end() && it->second >= since && it->second <= ev.ts) ||
-            store.recent_click(ref->id, ev.visitor, format_db_time(since), ev.created_at)) {
+        if (store.recent_click(ref->id, ev.visitor, format_db_time(since), ev.created_at)) {
             c->click_dedup++;
             return;
         }
-        if (last_clicks_.size() > 100000) last_clicks_.clear();
-        last_clicks_[key] = std::max(ev.ts, it != last_clicks_.end() ? it->second : 0);
         store.note_click(ref->id, ev.visitor, ev.created_at);
     }
     ClickRow row;
@@ -367,20 +361,7 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     }
 
     record_seen();
-    ResponseRow row;
-    row.event_id = ev.id;
-    row.action = ev.action;
-    row.visitor_id = ev.visitor;
-    row.user_id = ev.user;
-    row.ip = ev.ip;
-    row.user_agent = ev.ua;
-    row.target = ev.url;
-    row.referer = ev.referer;
-    row.host = ev.host;
-    row.amount = ev.amount;
-    row.currency = ev.currency;
-    row.order_id = ev.order;
-    row.created_at = at;
+    ResponseRow row = response_row(ev, 0);
     if (!user.referral_id && ev.action != "signup" && !ev.code.empty()) {
         // A conversion carrying a code from a user not linked (yet): their
         // signup may be in another worker's batch right now. Its insert of
@@ -402,6 +383,25 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     credit_rewards(store, ev, user, *response, c);
 }
 
+ResponseRow Processor::response_row(const Event& ev, std::int64_t referral_id) {
+    ResponseRow row;
+    row.event_id = ev.id;
+    row.referral_id = referral_id;
+    row.action = ev.action;
+    row.visitor_id = ev.visitor;
+    row.user_id = ev.user;
+    row.ip = ev.ip;
+    row.user_agent = ev.ua;
+    row.target = ev.url;
+    row.referer = ev.referer;
+    row.host = ev.host;
+    row.amount = ev.amount;
+    row.currency = ev.currency;
+    row.order_id = ev.order;
+    row.created_at = ev.created_at;
+    return row;
+}
+
 void Processor::apply_early(Store& store, const Event& signup, const UserState& user, Counters* c) {
     auto kept = store.take_early(signup.user, format_db_time(signup.ts - config_.window_ms));
     for (const Store::EarlyRow& k : kept) {
@@ -410,26 +410,18 @@ void Processor::apply_early(Store& store, const Event& signup, const UserState& 
         e.type = "conversion";
         e.action = k.action;
         e.user = signup.user;
+        e.visitor = k.visitor_id;
+        e.ip = k.ip;
+        e.ua = k.user_agent;
+        e.url = k.target;
+        e.referer = k.referer;
+        e.host = k.host;
         e.order = k.order_id;
         e.currency = k.currency;
         e.amount = k.amount;
         e.ts = k.ts_ms;
         e.created_at = k.created_at;
-        ResponseRow row;
-        row.event_id = k.event_id;
-        row.referral_id = *user.referral_id;
-        row.action = k.action;
-        row.visitor_id = k.visitor_id;
-        row.user_id = signup.user;
-        row.ip = k.ip;
-        row.user_agent = k.user_agent;
-        row.target = k.target;
-        row.referer = k.referer;
-        row.host = k.host;
-        row.amount = k.amount;
-        row.currency = k.currency;
-        row.order_id = k.order_id;
-        row.created_at = k.created_at;
+        ResponseRow row = response_row(e, *user.referral_id);
         auto response = store.insert_response(row);
         if (!response) continue;
         c->responses++;

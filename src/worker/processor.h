@@ -101,6 +101,8 @@ private:
     std::string owner_of(Store& store, std::int64_t referral_id);
     void apply_click(Store& store, const Event& ev, Counters* c);
     void apply_conversion(Store& store, const Event& ev, Counters* c);
+    // The response row of a conversion (views into `ev`).
+    static ResponseRow response_row(const Event& ev, std::int64_t referral_id);
     // The kept conversions of a user just linked through `referral_id`.
     void apply_early(Store& store, const Event& signup, const UserState& user, Counters* c);
     void credit_rewards(Store& store, const Event& ev, const UserState& user, std::int64_t response_id,
@@ -119,8 +121,6 @@ private:
     std::string last_code_;  // most clicks of a batch carry few codes
     ReferralRef last_ref_;
     std::unordered_map<std::int64_t, std::string> owners_;
-    // click_dedup within a batch: (referral, visitor) -> the last click's time.
-    std::unordered_map<std::string, std::int64_t> last_clicks_;
 };
 
 }  // namespace referral::worker

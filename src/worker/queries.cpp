@@ -36,10 +36,6 @@ constexpr std::int64_t kDayMs = 86400LL * 1000;
 // The reward's lifecycle status column.
 const char* const kStatus = "status";
 
-std::int64_t to_int(const std::optional<std::string>& s) {
-    return s ? std::strtoll(s->c_str(), nullptr, 10) : 0;
-}
-std::string str(const std::optional<std::string>& s) { return s ? *s : std::string(); }
 
 // The UTC day of a timestamp column, "YYYY-MM-DD", on both databases.
 std::string day_of(Db& db, const std::string& column) { return "substr(" + db.iso(column) + ", 1, 10)"; }

@@ -233,12 +233,6 @@ struct Migration {
 };
 const Migration kMigrations[] = {{1, migration_1}, {2, migration_2}, {3, migration_3}};
 
-std::int64_t to_int(const std::optional<std::string>& s) {
-    if (!s) return 0;
-    return std::strtoll(s->c_str(), nullptr, 10);
-}
-
-std::string str(const std::optional<std::string>& s) { return s ? *s : std::string(); }
 
 }  // namespace
 

@@ -39,10 +39,6 @@ enum Q : int {
     kForgetClicks,
 };
 
-std::int64_t to_int(const std::optional<std::string>& s) {
-    return s ? std::strtoll(s->c_str(), nullptr, 10) : 0;
-}
-
 }  // namespace
 
 bool Store::keep_early(const ResponseRow& x) {

@@ -33,10 +33,6 @@ enum Q : int {
     kCountBetween,
 };
 
-std::int64_t to_int(const std::optional<std::string>& s) {
-    return s ? std::strtoll(s->c_str(), nullptr, 10) : 0;
-}
-std::string str(const std::optional<std::string>& s) { return s ? *s : std::string(); }
 
 std::string delivery_columns(Db& db) {
     return "SELECT d.id, d.reward_id, d.target, d.operation, d.endpoint, d.event_id, d.payload, d.state,"
