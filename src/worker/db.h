@@ -73,6 +73,10 @@ public:
     virtual Rows query(int id, const char* sql, std::initializer_list<Param> params) = 0;
     // Runs statement `id`; returns the number of rows changed.
     virtual std::int64_t exec(int id, const char* sql, std::initializer_list<Param> params) = 0;
+    // Runs statement `id`, a write whose outcome the caller does not read.
+    // PostgreSQL sends it in pipeline mode, with the next statement that
+    // needs an answer (or COMMIT); an error it causes is thrown there.
+    virtual void write(int id, const char* sql, std::initializer_list<Param> params) = 0;
     // Runs constant SQL (DDL) with no parameters.
     virtual void exec_script(const std::string& sql) = 0;
 

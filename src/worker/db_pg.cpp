@@ -1,8 +1,12 @@
 // PostgreSQL through libpq: named prepared statements, text parameters,
-// clicks of a batch sent as arrays in one INSERT ... SELECT FROM unnest().
+// clicks of a batch sent as arrays in one INSERT ... SELECT FROM unnest(),
+// and writes whose outcome nobody reads sent in pipeline mode: a run of
+// them goes out with the next statement that needs an answer (a read, a
+// COMMIT), in one round trip instead of one per statement.
 #include <libpq-fe.h>
 
 #include <cstring>
+#include <optional>
 
 #include "worker/db.h"
 
@@ -88,27 +92,44 @@ public:
         return n && *n ? std::strtoll(n, nullptr, 10) : 0;
     }
 
+    void write(int id, const char* sql, std::initializer_list<Param> params) override {
+        // Outside a transaction nothing may follow to carry it: at once.
+        if (!in_tx_) {
+            exec(id, sql, params);
+            return;
+        }
+        flush_clicks_now();
+        send(id, sql, params, nullptr);
+    }
+
     void exec_script(const std::string& sql) override {
+        sync();  // PQexec is not allowed in pipeline mode
         Result res(PQexec(conn_, sql.c_str()));
         check(res.get(), "script");
     }
 
+    // BEGIN goes out with the first statement of the transaction.
     void begin() override {
-        exec_script("BEGIN");
+        send_plain("BEGIN");
         in_tx_ = true;
     }
 
+    // The writes still queued, the clicks and COMMIT: one round trip.
     void commit() override {
         flush_clicks_now();
-        Result res(PQexec(conn_, "COMMIT"));
-        check(res.get(), "COMMIT");
+        send_plain("COMMIT");
         in_tx_ = false;
+        Result res = sync_last("COMMIT");
         // COMMIT of a failed transaction reports ROLLBACK, not an error.
         if (std::strcmp(PQcmdStatus(res.get()), "COMMIT") != 0)
             throw DbError("PostgreSQL: the transaction was rolled back", true);
     }
 
     void rollback() noexcept override {
+        try {
+            sync();  // the error, if any, is the one being rolled back
+        } catch (const DbError&) {
+        }
         reset_clicks();
         inserted_ = 0;  // those rows are gone again
         if (conn_ && PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
@@ -134,6 +155,7 @@ public:
 
     std::int64_t flush_clicks() override {
         flush_clicks_now();
+        sync();  // their count
         std::int64_t n = inserted_;
         inserted_ = 0;
         return n;
@@ -160,7 +182,7 @@ private:
                                &a_referer_, &a_host_, &a_at_}) {
             a->push_back('}');
         }
-        std::int64_t n = exec(kClicks,
+        send(kClicks,
             "INSERT INTO referral_response (event_id, referral_id, action, visitor_id, ip,"
             " user_agent, target, referer, host, created_at)"
             " SELECT e, r, 'click', v, i, u, t, rf, h, c::timestamptz"
@@ -169,22 +191,36 @@ private:
             " ON CONFLICT (event_id) DO NOTHING",
             {Param::Text(a_event_), Param::Text(a_ref_), Param::Text(a_visitor_), Param::Text(a_ip_),
              Param::Text(a_ua_), Param::Text(a_target_), Param::Text(a_referer_), Param::Text(a_host_),
-             Param::Text(a_at_)});
+             Param::Text(a_at_)},
+            &inserted_);
         reset_clicks();
-        inserted_ += n;
     }
 
+    // A statement whose result is wanted: sent after whatever is queued,
+    // all in one round trip.
     Result run(int id, const char* sql, std::initializer_list<Param> params) {
-        if (id != kClicks) flush_clicks_now();
+        flush_clicks_now();
+        send(id, sql, params, nullptr);
+        return sync_last(nullptr);
+    }
+
+    // Statement `id` (prepared in the same round trip the first time) goes
+    // into the pipeline; its changed-row count is added to *rows once read.
+    void send(int id, const char* sql, std::initializer_list<Param> params, std::int64_t* rows) {
+        if (queued_.size() >= kMaxQueued) sync();
+        enter_pipeline();
         std::size_t i = static_cast<std::size_t>(id);
-        if (i >= prepared_.size()) prepared_.resize(i + 1, false);
+        if (i >= prepared_.size()) prepared_.resize(i + 1, Prepared::no);
         std::string name = "q" + std::to_string(id);
-        if (!prepared_[i]) {
-            Result p(PQprepare(conn_, name.c_str(), sql, static_cast<int>(params.size()), nullptr));
-            check(p.get(), "prepare");
-            prepared_[i] = true;
+        if (prepared_[i] == Prepared::no) {
+            if (!PQsendPrepare(conn_, name.c_str(), sql, static_cast<int>(params.size()), nullptr))
+                throw lost("prepare");
+            prepared_[i] = Prepared::sent;
+            queued_.push_back(Queued{id, nullptr});
+            statement_names_.push_back("prepare " + name);
         }
-        // Text parameters must be NUL-terminated for libpq.
+        // Text parameters must be NUL-terminated for libpq, which copies
+        // them into its output buffer right away.
         std::vector<std::string> storage;
         storage.reserve(params.size());
         std::vector<const char*> values;
@@ -204,10 +240,96 @@ private:
                     values.push_back(nullptr);
             }
         }
-        Result res(PQexecPrepared(conn_, name.c_str(), static_cast<int>(values.size()), values.data(),
-                                  nullptr, nullptr, 0));
-        check(res.get(), name.c_str());
-        return res;
+        if (!PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
+                                 nullptr, 0))
+            throw lost(name.c_str());
+        queued_.push_back(Queued{-1, rows});
+        statement_names_.push_back(std::move(name));
+    }
+
+    // BEGIN or COMMIT, unnamed, into the pipeline.
+    void send_plain(const char* sql) {
+        if (queued_.size() >= kMaxQueued) sync();
+        enter_pipeline();
+        if (!PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0)) throw lost(sql);
+        queued_.push_back(Queued{-1, nullptr});
+        statement_names_.emplace_back(sql);
+    }
+
+    void enter_pipeline() {
+        if (PQpipelineStatus(conn_) != PQ_PIPELINE_OFF) return;
+        if (!PQenterPipelineMode(conn_)) throw lost("pipeline");
+    }
+
+    // Reads every queued result, up to the sync point, and leaves pipeline
+    // mode. Throws the first error; the statements after it were skipped
+    // by the server (PGRES_PIPELINE_ABORTED) and the transaction is failed.
+    void sync() { drain(nullptr); }
+
+    // The same, and returns the result of the last statement sent.
+    Result sync_last(const char* what) {
+        Result last;
+        drain(&last);
+        if (!last) throw DbError(std::string("PostgreSQL: no result for ") + (what ? what : "a statement"), true);
+        return last;
+    }
+
+    void drain(Result* last) {
+        if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF) return;
+        std::optional<DbError> failed;
+        bool connection_ok = PQpipelineSync(conn_) == 1;
+        if (!connection_ok) failed.emplace(lost("sync"));
+        for (std::size_t k = 0; k < queued_.size() && connection_ok; k++) {
+            const Queued& q = queued_[k];
+            Result r(PQgetResult(conn_));
+            if (!r) {  // the connection failed
+                if (!failed) failed.emplace(lost(statement_names_[k].c_str()));
+                connection_ok = false;
+                break;
+            }
+            while (PGresult* more = PQgetResult(conn_)) PQclear(more);  // up to this statement's NULL
+            ExecStatusType st = PQresultStatus(r.get());
+            bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+            if (q.prepare_of >= 0)
+                prepared_[static_cast<std::size_t>(q.prepare_of)] = ok ? Prepared::yes : Prepared::no;
+            if (ok) {
+                if (q.rows) {
+                    const char* n = PQcmdTuples(r.get());
+                    if (n && *n) *q.rows += std::strtoll(n, nullptr, 10);
+                }
+            } else if (st != PGRES_PIPELINE_ABORTED && !failed) {
+                try {
+                    check(r.get(), statement_names_[k].c_str());
+                } catch (DbError& e) {
+                    failed.emplace(std::move(e));
+                }
+            }
+            if (last && k + 1 == queued_.size()) *last = std::move(r);
+        }
+        if (connection_ok) {
+            Result s(PQgetResult(conn_));  // PGRES_PIPELINE_SYNC
+            if (!s || PQresultStatus(s.get()) != PGRES_PIPELINE_SYNC) {
+                connection_ok = false;
+                if (!failed) failed.emplace(lost("sync"));
+            }
+        }
+        // A statement prepared in a pipeline whose answer never came may or
+        // may not exist: a lost connection is reopened, so that is moot.
+        for (auto& p : prepared_)
+            if (p == Prepared::sent) p = Prepared::no;
+        queued_.clear();
+        statement_names_.clear();
+        if (connection_ok && !PQexitPipelineMode(conn_) && !failed) failed.emplace(lost("pipeline end"));
+        if (failed) {
+            if (last) last->reset();
+            throw *failed;
+        }
+    }
+
+    DbError lost(const char* what) {
+        std::string msg = PQerrorMessage(conn_);
+        while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+        return DbError(std::string("PostgreSQL (") + what + "): " + (msg.empty() ? "connection lost" : msg), true);
     }
 
     void check(PGresult* res, const char* what) {
@@ -227,8 +349,21 @@ private:
                       transient);
     }
 
+    // Bounds what the server may have to answer while we are still
+    // sending (libpq is in blocking mode): a thousand short results fit in
+    // the socket buffers, so neither side can wait on the other for ever.
+    static constexpr std::size_t kMaxQueued = 1000;
+
+    enum class Prepared : unsigned char { no, sent, yes };
+    struct Queued {
+        int prepare_of;      // a PQsendPrepare of this statement id, else -1
+        std::int64_t* rows;  // adds the changed-row count here, if set
+    };
+
     PGconn* conn_ = nullptr;
-    std::vector<bool> prepared_;
+    std::vector<Prepared> prepared_;
+    std::vector<Queued> queued_;                 // sent, results not read yet, in order
+    std::vector<std::string> statement_names_;   // parallel to queued_, for messages
     bool in_tx_ = false;
     std::string a_event_, a_ref_, a_visitor_, a_ip_, a_ua_, a_target_, a_referer_, a_host_, a_at_;
     std::int64_t pending_ = 0;

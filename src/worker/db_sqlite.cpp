@@ -125,6 +125,8 @@ public:
         }
     }
 
+    void write(int id, const char* sql, std::initializer_list<Param> params) override { exec(id, sql, params); }
+
     std::int64_t exec(int id, const char* sql, std::initializer_list<Param> params) override {
         sqlite3_stmt* st = prepare(id, sql);
         bind(st, params);

@@ -289,8 +289,9 @@ void Processor::apply_click(Store& store, const Event& ev, Counters* c) {
 }
 
 void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
-    // Clicks before this conversion go first (PostgreSQL defers them).
-    flush(store, c);
+    // Clicks before this conversion are written before its statements
+    // (PostgreSQL sends the batch's clicks ahead of the next statement);
+    // they are counted once, by flush() at the end of the batch.
     if (!store.mark_event(ev.id, ev.created_at)) {
         c->duplicates++;
         return;

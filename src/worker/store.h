@@ -13,7 +13,7 @@
 
 namespace referral::worker {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 struct ReferralRef {
     std::int64_t id = 0;
@@ -230,8 +230,8 @@ public:
     void set_reward_external_id(std::int64_t id, std::string_view external_id);
     // review -> available or rejected; false when not in review.
     bool review_decision(std::int64_t id, bool approve, std::string_view reason, std::string_view at);
-    // The outbox row's id; nullopt when this Stripe operation exists already.
-    std::optional<std::int64_t> insert_delivery(const NewDelivery& d);
+    // Queues an outbox row; nothing when this operation exists already.
+    void insert_delivery(const NewDelivery& d);
     // Queued Stripe rows for `reward_id` never attempted and not leased: done, with `why`.
     std::int64_t cancel_unsent(std::int64_t reward_id, std::string_view why, std::string_view at);
     // Leases up to `limit` due rows to `owner` until `lease_until`. A

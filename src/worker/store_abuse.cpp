@@ -69,7 +69,7 @@ std::vector<Store::EarlyRow> Store::take_early(std::string_view user, std::strin
         e.ts_ms = r[12] ? iso_to_ms(*r[12]) : 0;
         out.push_back(std::move(e));
     }
-    db_->exec(kDropEarly, "DELETE FROM referral_early WHERE user_id = $1", {Param::Text(user)});
+    db_->write(kDropEarly, "DELETE FROM referral_early WHERE user_id = $1", {Param::Text(user)});
     return out;
 }
 
@@ -87,7 +87,7 @@ bool Store::recent_click(std::int64_t referral_id, std::string_view visitor, std
 }
 
 void Store::note_click(std::int64_t referral_id, std::string_view visitor, std::string_view at) {
-    db_->exec(kNoteClick,
+    db_->write(kNoteClick,
               "INSERT INTO referral_click_last (referral_id, visitor_id, clicked_at) VALUES ($1, $2, $3)"
               " ON CONFLICT (referral_id, visitor_id) DO UPDATE SET clicked_at = excluded.clicked_at"
               " WHERE referral_click_last.clicked_at < excluded.clicked_at",
@@ -99,7 +99,7 @@ std::int64_t Store::drop_clicks_before(std::string_view before) {
 }
 
 void Store::saw_visitor(std::string_view user, std::string_view visitor, std::string_view ip, std::string_view at) {
-    db_->exec(kSawVisitor,
+    db_->write(kSawVisitor,
               "INSERT INTO referral_visitor (user_id, visitor_id, ip, last_seen) VALUES ($1, $2, $3, $4)"
               " ON CONFLICT (user_id, visitor_id, ip) DO UPDATE SET last_seen = excluded.last_seen"
               " WHERE referral_visitor.last_seen < excluded.last_seen",
@@ -121,12 +121,12 @@ bool Store::seen_with_ip(std::string_view user, std::string_view ip, std::string
 }
 
 void Store::set_review_reason(std::string_view user, std::string_view reason) {
-    db_->exec(kSetReview, "UPDATE referral_user SET review_reason = $2 WHERE user_id = $1",
+    db_->write(kSetReview, "UPDATE referral_user SET review_reason = $2 WHERE user_id = $1",
               {Param::Text(user), Param::Text(reason)});
 }
 
 void Store::add_counter(std::string_view name, std::int64_t delta) {
-    db_->exec(kAddCounter,
+    db_->write(kAddCounter,
               "INSERT INTO referral_counter (name, value) VALUES ($1, $2)"
               " ON CONFLICT (name) DO UPDATE SET value = referral_counter.value + excluded.value",
               {Param::Text(name), Param::Int(delta)});
@@ -194,7 +194,7 @@ Forgotten Store::forget(std::string_view user) {
         f.responses += db_->exec(kForgetDeviceResponses, (std::string(clear) + " WHERE visitor_id = $1").c_str(),
                                  {Param::Text(v)});
         f.visitors += db_->exec(kForgetDevice, "DELETE FROM referral_visitor WHERE visitor_id = $1", {Param::Text(v)});
-        db_->exec(kForgetClicks, "DELETE FROM referral_click_last WHERE visitor_id = $1", {Param::Text(v)});
+        db_->write(kForgetClicks, "DELETE FROM referral_click_last WHERE visitor_id = $1", {Param::Text(v)});
     }
     return f;
 }

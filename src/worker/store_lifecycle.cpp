@@ -66,7 +66,7 @@ DeliveryInfo delivery_row(const Row& r) {
 
 void Store::set_customer(std::string_view user, std::string_view customer, std::string_view at) {
     ensure_user(user, at);
-    db_->exec(kSetCustomer,
+    db_->write(kSetCustomer,
               "UPDATE referral_user SET stripe_customer_id = $2 WHERE user_id = $1"
               " AND (stripe_customer_id IS NULL OR stripe_customer_id <> $2)",
               {Param::Text(user), Param::Text(customer)});
@@ -112,7 +112,7 @@ bool Store::mark_paid(std::int64_t id, std::string_view external_id, std::string
 }
 
 void Store::set_reward_external_id(std::int64_t id, std::string_view external_id) {
-    db_->exec(kSetExternalId, "UPDATE referral_reward SET external_id = $2 WHERE id = $1",
+    db_->write(kSetExternalId, "UPDATE referral_reward SET external_id = $2 WHERE id = $1",
               {Param::Int(id), Param::OptText(external_id)});
 }
 
@@ -129,17 +129,15 @@ bool Store::review_decision(std::int64_t id, bool approve, std::string_view reas
                      {Param::Int(id), Param::OptText(reason)}) > 0;
 }
 
-std::optional<std::int64_t> Store::insert_delivery(const NewDelivery& d) {
-    Rows r = db_->query(kInsertDelivery,
+void Store::insert_delivery(const NewDelivery& d) {
+    db_->write(kInsertDelivery,
         "INSERT INTO referral_delivery (reward_id, target, operation, endpoint, event_id, payload, state,"
         " attempts, next_attempt_at, created_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7)"
-        " ON CONFLICT DO NOTHING RETURNING id",
+        " ON CONFLICT DO NOTHING",
         {d.reward_id ? Param::Int(*d.reward_id) : Param::Null(), Param::Text(d.target),
          Param::Text(d.operation), Param::OptText(d.endpoint), Param::OptText(d.event_id),
          Param::OptText(d.payload), Param::Text(d.at)});
-    if (r.empty()) return std::nullopt;
-    return to_int(r[0][0]);
 }
 
 std::int64_t Store::cancel_unsent(std::int64_t reward_id, std::string_view why, std::string_view at) {
@@ -191,7 +189,7 @@ bool Store::record_delivery(std::int64_t id, std::string_view owner, const Deliv
 }
 
 void Store::release_leases(std::string_view owner) {
-    db_->exec(kRelease,
+    db_->write(kRelease,
               "UPDATE referral_delivery SET lease_until = NULL, leased_by = NULL"
               " WHERE leased_by = $1 AND state = 'queued'",
               {Param::Text(owner)});

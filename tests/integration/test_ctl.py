@@ -49,20 +49,20 @@ def earn(db, redis, stream):
 def test_migrate_creates_the_schema_and_is_idempotent(db):
     rc, out, err = ctl(db.url, "migrate")
     assert rc == 0, err
-    assert "version 0 to 3" in out
+    assert "version 0 to 4" in out
     for table in ("referral", "referral_response", "referral_user", "referral_reward", "referral_delivery"):
         assert db.count(f"SELECT count(*) FROM {table}") == 0
-    assert db.query("SELECT max(version) FROM referral_schema_version") == [("3",)]
+    assert db.query("SELECT max(version) FROM referral_schema_version") == [("4",)]
     rc, out, _ = ctl(db.url, "migrate")
-    assert rc == 0 and "already at version 3" in out
+    assert rc == 0 and "already at version 4" in out
     rc, out, _ = ctl(db.url, "migrate", json_out=True)
-    assert rc == 0 and out == {"previous_version": 3, "version": 3, "changed": False}
-    assert db.count("SELECT count(*) FROM referral_schema_version") == 3
+    assert rc == 0 and out == {"previous_version": 4, "version": 4, "changed": False}
+    assert db.count("SELECT count(*) FROM referral_schema_version") == 4
 
 
 def test_migrate_json_on_a_fresh_database(db):
     rc, out, _ = ctl(db.url, "migrate", json_out=True)
-    assert rc == 0 and out == {"previous_version": 0, "version": 3, "changed": True}
+    assert rc == 0 and out == {"previous_version": 0, "version": 4, "changed": True}
 
 
 def test_migrate_upgrades_a_version_1_database(db):
@@ -71,10 +71,31 @@ def test_migrate_upgrades_a_version_1_database(db):
              " VALUES ('old', 'paid', '2026-01-01 00:00:00.000000')")
     rc, out, err = ctl(db.url, "migrate")
     assert rc == 0, err
-    assert "version 1 to 3" in out
+    assert "version 1 to 4" in out
     assert db.query("SELECT plan, COALESCE(plan_changed_at::text, '') FROM referral_user"
                     if db.backend == "postgresql" else
                     "SELECT plan, COALESCE(plan_changed_at, '') FROM referral_user") == [("paid", "")]
+
+
+def test_migration_4_drops_the_click_foreign_key_on_postgresql_only(db):
+    """Version 4 takes the per-row foreign-key trigger off the click path
+    on PostgreSQL; SQLite keeps its key (a rowid lookup)."""
+    ctl(db.url, "migrate", "--to", "3", check=True)
+    if db.backend == "postgresql":
+        fk = ("SELECT count(*) FROM pg_constraint WHERE conrelid = 'referral_response'::regclass"
+              " AND contype = 'f'")
+        assert db.count(fk) == 1
+        ctl(db.url, "migrate", check=True)
+        assert db.count(fk) == 0
+        # the rewards' key to their response stays
+        assert db.count("SELECT count(*) FROM pg_constraint WHERE conrelid = 'referral_reward'::regclass"
+                        " AND contype = 'f'") == 1
+    else:
+        fk = "SELECT count(*) FROM pragma_foreign_key_list('referral_response')"
+        assert db.count(fk) == 1
+        ctl(db.url, "migrate", check=True)
+        assert db.count(fk) == 1
+    assert db.query("SELECT max(version) FROM referral_schema_version") == [("4",)]
 
 
 def test_migrate_refuses_a_newer_schema(db):

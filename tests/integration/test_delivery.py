@@ -524,7 +524,7 @@ def test_migration_keeps_rewards(backend, version, tmp, pg):
                  f" '2026-01-02 00:00:00.000000', {'NULL' if redeemed == 'FALSE' else repr('2026-01-03 00:00:00.000000')},"
                  f" {redeemed})")
     rc, out, err = ctl(db.url, "migrate")
-    assert rc == 0 and f"version {version} to 3" in out, err
+    assert rc == 0 and f"version {version} to 4" in out, err
     rc, j, err = ctl(db.url, "rewards", "--user", "alice", json_out=True)
     alice = j["rewards"][0]
     assert alice["status"] == "redeemed" and alice["redeemed"] is True and alice["amount"] == 1000

@@ -677,6 +677,37 @@ def test_an_event_the_database_refuses_goes_to_the_dead_stream(env):
     assert c["clicks"] == 5 and c["duplicates"] == 0
 
 
+def test_a_refused_write_that_was_deferred_dead_letters_its_event_only(env):
+    """On PostgreSQL the writes nobody reads (here the device a signup was
+    seen with) go out in pipeline mode with the next statement that needs
+    an answer, so their error surfaces later in the batch: the batch is
+    still rolled back whole, only the event that caused it is
+    dead-lettered, and the signups before and after it are applied."""
+    if env.backend == "sqlite":
+        env.db.query("CREATE TRIGGER no_poison BEFORE INSERT ON referral_visitor"
+                     " WHEN NEW.ip = '198.51.100.66'"
+                     " BEGIN SELECT RAISE(ABORT, 'poisoned address'); END")
+    else:
+        env.db.query("ALTER TABLE referral_visitor ADD CONSTRAINT no_poison"
+                     " CHECK (ip <> '198.51.100.66')")
+    code = env.code("alice")
+    signups = [event_fields("conversion", code=code, action="signup", user=f"friend-{i}") for i in range(4)]
+    bad = event_fields("conversion", code=code, action="signup", user="friend-bad", ip="198.51.100.66")
+    clicks = [event_fields("click", code=code) for _ in range(3)]
+    env.send(clicks[0], signups[0], signups[1], bad, clicks[1], signups[2], signups[3], clicks[2])
+    log = env.drain()
+    assert env.responses() == 3 + 4
+    linked = env.db.query("SELECT user_id FROM referral_user WHERE referral_id IS NOT NULL ORDER BY user_id")
+    assert [r[0] for r in linked] == [f"friend-{i}" for i in range(4)]
+    dead = env.r.stream(env.stream + ":dead")
+    assert [d[1]["id"] for d in dead] == [bad["id"]]
+    reason = dead[0][1]["reason"]
+    assert reason.startswith("cannot be applied") and ("no_poison" if env.backend != "sqlite" else "poisoned") in reason
+    assert env.pending() == 0
+    c = counts(log)
+    assert c["dead"] == 1 and c["linked"] == 4 and c["clicks"] == 3 and c["duplicates"] == 0
+
+
 def test_redis_over_a_unix_socket(tmp):
     r = RedisServer(unix=True).start()
     try:
