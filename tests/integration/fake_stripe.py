@@ -57,6 +57,7 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request, client_address):
         with self._conns_lock:
             self._conns.add(request)
+            self.owner.connections += 1  # TCP connections accepted: keep-alive tests
         super().process_request(request, client_address)
 
     def shutdown_request(self, request):
@@ -122,13 +123,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Background:
-    """Runs a _Server in a daemon thread: start(), close(), url, port."""
+    """Runs a _Server in a daemon thread: start(), close(), url, port, and
+    .connections, the number of TCP connections it accepted."""
     handler = None
 
     def __init__(self, port=None):
         self.port = port or 0
         self._server = None
         self._thread = None
+        self.connections = 0  # accepted since creation (across stop/start)
 
     def start(self):
         self._server = _Server(self.port, self.handler, self)

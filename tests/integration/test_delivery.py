@@ -67,11 +67,14 @@ class Stack:
         os.chmod(path, 0o600)
         return path
 
-    def config(self, rules="", stripe=True, webhook=True, max_attempts=20, timeout="2s", extra=""):
+    def config(self, rules="", stripe=True, webhook=True, max_attempts=20, timeout="2s", extra="",
+               api_version=None):
         text = extra + "\n"
         if stripe:
             text += (f'[stripe]\napi_key_file = "{self.key_file}"\napi_base = "{self.stripe.url}"\n'
                      f'max_attempts = {max_attempts}\ntimeout = "{timeout}"\n')
+            if api_version:
+                text += f'api_version = "{api_version}"\n'
         if webhook:
             text += (f'[[webhook]]\nurl = "{self.hooks.url}/hooks/referral"\n'
                      f'secret_file = "{self.secret_file}"\nmax_attempts = {max_attempts}\n')

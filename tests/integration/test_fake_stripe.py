@@ -81,6 +81,9 @@ def test_keep_alive_and_content_length(stripe):
     assert conn.sock is sock  # one connection served all four
     conn.close()
     assert stripe.balance(cus) == -300
+    assert stripe.connections == 1 and len(stripe.requests) == 4
+    call(stripe, "GET", f"/v1/customers/{cus}")  # a connection of its own
+    assert stripe.connections == 2
 
 
 def test_balance_transaction_credits_the_customer(stripe):
