@@ -12,6 +12,8 @@
 #   REFERRAL_BUILD_DIR=build-worker bench/worker.sh
 #   BENCH_BATCHES="500 5000"           (worker --batch values; 500 is the default)
 #   BENCH_WORKERS="1 2 4"              (workers in one group into one PostgreSQL)
+#   BENCH_CONVERSIONS="20000"          (then conversion events: friends' signups and
+#                                       subscribes, two rewards each; "" skips them)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${REFERRAL_BUILD_DIR:-$ROOT/build}
@@ -116,6 +118,81 @@ PY
   [ "$stored" -eq "$n" ] || { echo "bench/worker.sh: stored $stored of $n" >&2; exit 1; }
 }
 
+# N conversion events for CODE: N/2 friends, each a signup carrying the
+# code, then (100 friends later) a paid subscribe: the statements of a
+# conversion, rather than the clicks' one INSERT per batch.
+generate_conversions() { # N CODE
+  python3 - "$1" "$2" <<'PY'
+import os, sys
+n, code = int(sys.argv[1]), sys.argv[2].encode()
+out = sys.stdout.buffer
+def bulk(b): return b"$%d\r\n%s\r\n" % (len(b), b)
+def xadd(fields):
+    parts = [b"XADD", b"referral:events", b"*"]
+    for k, v in fields:
+        parts += [k, v]
+    return b"*%d\r\n" % len(parts) + b"".join(bulk(p) for p in parts)
+t0 = 1764000000000
+def event(i, action, user, extra):
+    eid = b"%012x" % (t0 + i) + os.urandom(10).hex().encode()
+    f = [(b"v", b"1"), (b"id", eid), (b"type", b"conversion"), (b"ts", b"%d" % (t0 + i)),
+         (b"code", code if action == b"signup" else b""), (b"visitor", os.urandom(16).hex().encode()),
+         (b"first_ts", b"%d" % (t0 + i) if action == b"signup" else b""), (b"ip", b"203.0.113.%d" % (i % 250)),
+         (b"ua", b"Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0"), (b"url", b"/signup"),
+         (b"referer", b""), (b"host", b"www.example.com"), (b"action", action), (b"user", user)]
+    return xadd(f + extra)
+buf, friends, i = [], n // 2, 0
+for k in range(0, friends, 100):
+    group = range(k, min(k + 100, friends))
+    for f in group:
+        buf.append(event(i, b"signup", b"friend-%d" % f, [])); i += 1
+    for f in group:
+        buf.append(event(i, b"subscribe", b"friend-%d" % f,
+                         [(b"amount", b"1200"), (b"currency", b"usd"), (b"order", b"order-%d" % f)])); i += 1
+out.write(b"".join(buf))
+PY
+}
+
+run_conversions() { # BACKEND N: one worker, rules with no cap
+  local backend=$1 n=$2 db t0 t1 rewards
+  db=$(fresh_db "$backend")
+  cat >"$TMP/rules.toml" <<'TOML'
+[[reward]]
+name = "signup-trial"
+action = "signup"
+referrer_plan = "any"
+referrer = { kind = "trial_days", amount = 7 }
+referee  = { kind = "trial_days", amount = 7 }
+
+[[reward]]
+name = "give-10-get-10"
+action = "subscribe"
+referrer_plan = "any"
+referrer = { kind = "credit", amount = 1000, currency = "usd" }
+referee  = { kind = "credit", amount = 1000, currency = "usd" }
+TOML
+  redis-cli -p "$REDIS_PORT" xgroup destroy referral:events "bench-conv-$backend" >/dev/null
+  t0=$(date +%s.%N)
+  "$WORKER" --once --config "$TMP/rules.toml" --redis "redis://127.0.0.1:$REDIS_PORT" --database "$db" \
+    --group "bench-conv-$backend" 2>"$TMP/worker.log" || { cat "$TMP/worker.log" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  if [ "$backend" = sqlite ]; then
+    rewards=$(sqlite3 "$TMP/bench.db" "SELECT count(*) FROM referral_reward")
+  else
+    rewards=$(psql -X -q -t -A "$db" -c "SELECT count(*) FROM referral_reward")
+  fi
+  python3 - "$backend" "$n" "$t0" "$t1" "$rewards" <<'PY'
+import sys
+backend, n = sys.argv[1], int(sys.argv[2])
+t0, t1, rewards = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+s = t1 - t0
+print(f"{backend:<11} {n:>9} conversions  {s:8.2f} s  {n / s:>10,.0f} events/s"
+      f"  {s / n * 1e6:7.2f} us/event  rewards {rewards}")
+PY
+  # two rules, both sides, every friend
+  [ "$rewards" -eq $(( n / 2 * 4 )) ] || { echo "bench/worker.sh: $rewards rewards, expected $(( n / 2 * 4 ))" >&2; exit 1; }
+}
+
 run_many() { # BACKEND N WORKERS: that many workers --once in one consumer group, on one database
   local backend=$1 n=$2 workers=$3 db t0 t1 stored pids=()
   db=$(fresh_db "$backend")
@@ -154,5 +231,16 @@ for n in "${SIZES[@]}"; do
   # Several workers in one group into one PostgreSQL (batch 500).
   for w in "${WORKER_COUNTS[@]}"; do
     run_many postgresql "$n" "$w"
+  done
+done
+
+read -r -a CONVERSIONS <<<"${BENCH_CONVERSIONS-20000}"
+[ ${#CONVERSIONS[@]} -eq 0 ] || echo "referral-worker --once draining conversions (signup, then subscribe; two rewards each)"
+for n in "${CONVERSIONS[@]}"; do
+  redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
+  generate_conversions "$n" "$CODE" | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
+  [ "$(redis-cli -p "$REDIS_PORT" xlen referral:events)" -eq "$n" ] || { echo "fill failed" >&2; exit 1; }
+  for backend in sqlite postgresql; do
+    run_conversions "$backend" "$n"
   done
 done

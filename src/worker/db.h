@@ -73,10 +73,13 @@ public:
     virtual Rows query(int id, const char* sql, std::initializer_list<Param> params) = 0;
     // Runs statement `id`; returns the number of rows changed.
     virtual std::int64_t exec(int id, const char* sql, std::initializer_list<Param> params) = 0;
-    // Runs statement `id`, a write whose outcome the caller does not read.
-    // PostgreSQL sends it in pipeline mode, with the next statement that
-    // needs an answer (or COMMIT); an error it causes is thrown there.
-    virtual void write(int id, const char* sql, std::initializer_list<Param> params) = 0;
+    // Runs statement `id`, a write whose outcome the caller does not wait
+    // for. PostgreSQL sends it in pipeline mode, with the next statement
+    // that needs an answer (or COMMIT); an error it causes is thrown there.
+    // `rows`, if set, gets the number of rows it changed added to it by the
+    // time that next statement returns (SQLite: at once).
+    virtual void write(int id, const char* sql, std::initializer_list<Param> params, std::int64_t* rows) = 0;
+    void write(int id, const char* sql, std::initializer_list<Param> params) { write(id, sql, params, nullptr); }
     // Runs constant SQL (DDL) with no parameters.
     virtual void exec_script(const std::string& sql) = 0;
 

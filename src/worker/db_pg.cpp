@@ -92,14 +92,15 @@ public:
         return n && *n ? std::strtoll(n, nullptr, 10) : 0;
     }
 
-    void write(int id, const char* sql, std::initializer_list<Param> params) override {
+    void write(int id, const char* sql, std::initializer_list<Param> params, std::int64_t* rows) override {
         // Outside a transaction nothing may follow to carry it: at once.
         if (!in_tx_) {
-            exec(id, sql, params);
+            std::int64_t n = exec(id, sql, params);
+            if (rows) *rows += n;
             return;
         }
         flush_clicks_now();
-        send(id, sql, params, nullptr);
+        send(id, sql, params, rows);
     }
 
     void exec_script(const std::string& sql) override {

@@ -125,7 +125,10 @@ public:
         }
     }
 
-    void write(int id, const char* sql, std::initializer_list<Param> params) override { exec(id, sql, params); }
+    void write(int id, const char* sql, std::initializer_list<Param> params, std::int64_t* rows) override {
+        std::int64_t n = exec(id, sql, params);
+        if (rows) *rows += n;
+    }
 
     std::int64_t exec(int id, const char* sql, std::initializer_list<Param> params) override {
         sqlite3_stmt* st = prepare(id, sql);

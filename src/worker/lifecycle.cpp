@@ -90,7 +90,14 @@ void Lifecycle::reward_event(Store& store, const char* type, std::int64_t reward
     if (auto w = store.reward(reward_id)) webhook(store, type, reward_json(*w).dump(), reward_id, at);
 }
 
-void Lifecycle::created(Store& store, std::int64_t reward_id, std::string_view at) {
+void Lifecycle::created(Store& store, std::int64_t reward_id, const RewardRow& row, std::string_view at) {
+    // The new row is read back only when something goes out for it (a
+    // webhook, a Stripe payment): a round trip per reward otherwise.
+    const bool available_now = row.status == "available";
+    if (config_.webhooks_for("reward.created").empty() &&
+        !(available_now && (pay_operation(to_string(row.grant->deliver)) != nullptr ||
+                            !config_.webhooks_for("reward.available").empty())))
+        return;
     // One read of the new row serves both events: nothing changes it between them.
     auto w = store.reward(reward_id);
     if (!w) return;

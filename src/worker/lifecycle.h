@@ -25,8 +25,8 @@ class Lifecycle {
 public:
     explicit Lifecycle(const Config& config) : config_(config) {}
 
-    // A reward row was inserted (pending, review or available).
-    void created(Store& store, std::int64_t reward_id, std::string_view at);
+    // A reward row was inserted (pending, review or available), from `row`.
+    void created(Store& store, std::int64_t reward_id, const RewardRow& row, std::string_view at);
     // A reward is now available: Stripe delivery queued when it is
     // delivered through Stripe, reward.available for the application.
     void became_available(Store& store, std::int64_t reward_id, std::string_view at);

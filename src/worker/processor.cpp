@@ -292,13 +292,17 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     // Clicks before this conversion are written before its statements
     // (PostgreSQL sends the batch's clicks ahead of the next statement);
     // they are counted once, by flush() at the end of the batch.
-    if (!store.mark_event(ev.id, ev.created_at)) {
+    // The mark and the user's row in one round trip: the mark's count is
+    // in once get_user() has returned.
+    std::int64_t marked = 0;
+    store.mark_event(ev.id, ev.created_at, &marked);
+    UserState user = store.get_user(ev.user);
+    if (marked == 0) {
         c->duplicates++;
         return;
     }
     c->conversions++;
     const std::string_view at = ev.created_at;
-    UserState user = store.get_user(ev.user);
 
     if (!ev.customer.empty()) {
         store.set_customer(ev.user, ev.customer, at);
@@ -315,11 +319,11 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
 
     if (ev.action == "signup") {
         if (!user.exists) store.ensure_user(ev.user, at);
-        if (!store.has_code(ev.user)) {
-            bool created = false;
-            ensure_code(store, ev.user, "", at, &created);
-            if (created) c->codes_created++;
-        }
+        // A new user's code in one statement; else (they have one, or
+        // the random code is taken) the general path.
+        bool created = store.insert_first_code(ev.user, random_code(kGeneratedCodeLen), at);
+        if (!created && !store.has_code(ev.user)) ensure_code(store, ev.user, "", at, &created);
+        if (created) c->codes_created++;
         if (!ev.code.empty()) {
             auto ref = lookup_code(store, ev.code);
             std::int64_t attributed = ev.first_ts > 0 ? ev.first_ts : ev.ts;
@@ -489,12 +493,13 @@ void Processor::credit_rewards(Store& store, const Event& ev, const UserState& u
         r.available_at = r.status == "available" ? at : std::string_view();
         auto referrer_reward = store.insert_reward(r);
         if (!referrer_reward) continue;  // this rule already paid for this friend
-        r.user_id = ev.user;
-        r.role = "referee";
-        r.grant = &rule.referee;
-        auto referee_reward = store.insert_reward(r);
-        lifecycle_.created(store, *referrer_reward, at);
-        if (referee_reward) lifecycle_.created(store, *referee_reward, at);
+        RewardRow referee = r;
+        referee.user_id = ev.user;
+        referee.role = "referee";
+        referee.grant = &rule.referee;
+        auto referee_reward = store.insert_reward(referee);
+        lifecycle_.created(store, *referrer_reward, r, at);
+        if (referee_reward) lifecycle_.created(store, *referee_reward, referee, at);
         c->rewards++;
     }
 }

@@ -25,6 +25,7 @@ enum Q : int {
     kLockPlan,
     kHasCode,
     kInsertCode,
+    kInsertFirstCode,
     kCountRewards,
     kInsertReward,
     kCodeFor,
@@ -329,11 +330,11 @@ std::optional<ReferralRef> Store::find_referral(std::int64_t id) {
     return ReferralRef{to_int(r[0][0]), str(r[0][1])};
 }
 
-bool Store::mark_event(std::string_view event_id, std::string_view at) {
-    return db_->exec(kMarkEvent,
-                     "INSERT INTO referral_event (event_id, processed_at) VALUES ($1, $2)"
-                     " ON CONFLICT (event_id) DO NOTHING",
-                     {Param::Text(event_id), Param::Text(at)}) > 0;
+void Store::mark_event(std::string_view event_id, std::string_view at, std::int64_t* marked) {
+    db_->write(kMarkEvent,
+               "INSERT INTO referral_event (event_id, processed_at) VALUES ($1, $2)"
+               " ON CONFLICT (event_id) DO NOTHING",
+               {Param::Text(event_id), Param::Text(at)}, marked);
 }
 
 std::optional<std::int64_t> Store::insert_response(const ResponseRow& x) {
@@ -365,9 +366,9 @@ UserState Store::get_user(std::string_view user) {
 
 void Store::ensure_user(std::string_view user, std::string_view at) {
     db_->write(kEnsureUser,
-              "INSERT INTO referral_user (user_id, plan, created_at) VALUES ($1, 'free', $2)"
-              " ON CONFLICT (user_id) DO NOTHING",
-              {Param::Text(user), Param::Text(at)});
+               "INSERT INTO referral_user (user_id, plan, created_at) VALUES ($1, 'free', $2)"
+               " ON CONFLICT (user_id) DO NOTHING",
+               {Param::Text(user), Param::Text(at)});
 }
 
 bool Store::link_user(std::string_view user, std::int64_t referral_id, std::string_view at) {
@@ -377,11 +378,11 @@ bool Store::link_user(std::string_view user, std::int64_t referral_id, std::stri
                      {Param::Text(user), Param::Int(referral_id), Param::Text(at)}) > 0;
 }
 
-bool Store::set_plan(std::string_view user, std::string_view plan, std::string_view at) {
-    return db_->exec(kSetPlan,
-                     "UPDATE referral_user SET plan = $2, plan_changed_at = $3 WHERE user_id = $1"
-                     " AND (plan_changed_at IS NULL OR plan_changed_at <= $3)",
-                     {Param::Text(user), Param::Text(plan), Param::Text(at)}) > 0;
+void Store::set_plan(std::string_view user, std::string_view plan, std::string_view at) {
+    db_->write(kSetPlan,
+               "UPDATE referral_user SET plan = $2, plan_changed_at = $3 WHERE user_id = $1"
+               " AND (plan_changed_at IS NULL OR plan_changed_at <= $3)",
+               {Param::Text(user), Param::Text(plan), Param::Text(at)});
 }
 
 std::string Store::lock_plan(std::string_view user, std::string_view at) {
@@ -396,6 +397,22 @@ std::string Store::lock_plan(std::string_view user, std::string_view at) {
 bool Store::has_code(std::string_view user) {
     return !db_->query(kHasCode, "SELECT 1 FROM referral WHERE user_id = $1 LIMIT 1",
                        {Param::Text(user)}).empty();
+}
+
+// One statement for a new user's first code, the usual case of a signup.
+bool Store::insert_first_code(std::string_view user, std::string_view code, std::string_view at) {
+    // PostgreSQL types the parameters of a SELECT list as text: cast.
+    return !db_->query(kInsertFirstCode,
+                       is_pg(*db_)
+                           ? "INSERT INTO referral (user_id, code, label, created_at)"
+                             " SELECT $1::varchar, $2, '', $3::timestamptz"
+                             " WHERE NOT EXISTS (SELECT 1 FROM referral WHERE user_id = $1::varchar)"
+                             " ON CONFLICT DO NOTHING RETURNING id"
+                           : "INSERT INTO referral (user_id, code, label, created_at) SELECT $1, $2, '', $3"
+                             " WHERE NOT EXISTS (SELECT 1 FROM referral WHERE user_id = $1)"
+                             " ON CONFLICT DO NOTHING RETURNING id",
+                       {Param::Text(user), Param::Text(code), Param::Text(at)})
+                .empty();
 }
 
 std::optional<std::int64_t> Store::insert_code(std::string_view user, std::string_view code,
@@ -584,7 +601,7 @@ CodeInfo ensure_code(Store& store, std::string_view user, std::string_view label
     *created = false;
     for (int attempt = 0; attempt < 16; attempt++) {
         if (auto existing = store.code_for(user, label)) return *existing;
-        std::string code = random_code(40);
+        std::string code = random_code(kGeneratedCodeLen);
         if (store.insert_code(user, code, label, at)) {
             *created = true;
             if (auto made = store.code_for(user, label)) return *made;

@@ -14,6 +14,8 @@
 namespace referral::worker {
 
 constexpr int kSchemaVersion = 4;
+// Characters of a code the worker or referralctl draws (62 symbols each).
+constexpr std::size_t kGeneratedCodeLen = 40;
 
 struct ReferralRef {
     std::int64_t id = 0;
@@ -136,8 +138,9 @@ public:
     std::optional<ReferralRef> find_referral(std::int64_t id);
     void add_click(const ClickRow& row) { db_->add_click(row); }
     std::int64_t flush_clicks() { return db_->flush_clicks(); }
-    // Records a conversion's event id; false when it was applied before.
-    bool mark_event(std::string_view event_id, std::string_view at);
+    // Records a conversion's event id: *marked becomes 1, or stays 0 when
+    // it was applied before, by the time the next read returns.
+    void mark_event(std::string_view event_id, std::string_view at, std::int64_t* marked);
     // The response's id, or nullopt when a response with this event id exists.
     std::optional<std::int64_t> insert_response(const ResponseRow& row);
     UserState get_user(std::string_view user);
@@ -146,13 +149,16 @@ public:
     // Links a user who was not referred yet; false when already linked.
     bool link_user(std::string_view user, std::int64_t referral_id, std::string_view at);
     // Sets the plan unless a newer event (`at`, the event's time) changed
-    // it already; false when the change was older and left out.
-    bool set_plan(std::string_view user, std::string_view plan, std::string_view at);
+    // it already (then the change is older and left out).
+    void set_plan(std::string_view user, std::string_view plan, std::string_view at);
     // The referrer's plan, with their row locked until the transaction ends
     // (PostgreSQL: FOR UPDATE; SQLite holds the database write lock anyway),
     // so caps hold with several workers.
     std::string lock_plan(std::string_view user, std::string_view at);
     bool has_code(std::string_view user);
+    // Creates `code` as the user's code (no label) if they have none; false
+    // when they have one, or when the code is taken.
+    bool insert_first_code(std::string_view user, std::string_view code, std::string_view at);
     // The new code's id, or nullopt when the code or (user, label) exists.
     std::optional<std::int64_t> insert_code(std::string_view user, std::string_view code,
                                             std::string_view label, std::string_view at);
