@@ -186,6 +186,18 @@ void Redis::send(const std::vector<std::string_view>& args) {
     }
 }
 
+void Redis::send_now(const std::vector<std::string_view>& args) {
+    send(args);
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(ctx_, &done) != REDIS_OK) {
+            std::string msg = ctx_->errstr[0] ? ctx_->errstr : "connection lost";
+            close();
+            throw RedisError("Redis " + describe(address_) + ": " + msg, false);
+        }
+    }
+}
+
 redisReply* Redis::read_reply(Arena* arena) {
     if (arena_replies_) ctx_->reader->privdata = arena;
     void* r = nullptr;

@@ -69,6 +69,10 @@ public:
     // Arena replies only: the reply is built in *arena and lives as long
     // as it.
     redisReply* command_into(const std::vector<std::string_view>& args, Arena* arena);
+    // Pipelining: sends a command at once; read_into() reads its reply
+    // later, before any other command.
+    void send_now(const std::vector<std::string_view>& args);
+    redisReply* read_into(Arena* arena) { return read_reply(arena); }
 
     const RedisAddress& address() const noexcept { return address_; }
 

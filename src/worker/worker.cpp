@@ -89,7 +89,9 @@ Worker::Worker(WorkerOptions opts)
       reader_(o_.redis, kBlockMs + 10000, true),
       acker_(o_.redis, 10000),
       processor_(o_.config),
-      queue_(2) {}
+      queue_(2),
+      count_arg_(std::to_string(o_.config.batch)),
+      block_arg_(std::to_string(kBlockMs)) {}
 
 bool Worker::sleep_backoff(int* backoff_ms) {
     int jitter = *backoff_ms / 5 > 0 ? static_cast<int>(now_ms() % (*backoff_ms / 5 + 1)) : 0;
@@ -289,23 +291,36 @@ std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
             next_claim_ms_ = now_ms() + every;
         }
     } else {
-        std::vector<std::string_view> args = {"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT", count};
-        const std::string block = std::to_string(kBlockMs);
-        if (!o_.once) {
-            args.push_back("BLOCK");
-            args.push_back(block);
+        redisReply* r = nullptr;
+        if (prefetched_) {
+            prefetched_ = false;
+            r = reader_.read_into(&b->arena);
+        } else {
+            r = reader_.command_into(fresh_read(), &b->arena);
         }
-        args.push_back("STREAMS");
-        args.push_back(o_.config.stream);
-        args.push_back(">");
-        redisReply* r = reader_.command_into(args, &b->arena);
         b->entries = stream_entries(r);
         if (!o_.once && now_ms() >= next_claim_ms_) {
             *phase = Phase::claim;
             claim_cursor_ = "0-0";
         }
     }
-    // Parse here, off the database thread.
+    return b;
+}
+
+std::vector<std::string_view> Worker::fresh_read() const {
+    std::vector<std::string_view> args = {"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT", count_arg_};
+    if (!o_.once) {
+        args.push_back("BLOCK");
+        args.push_back(block_arg_);
+    }
+    args.push_back("STREAMS");
+    args.push_back(o_.config.stream);
+    args.push_back(">");
+    return args;
+}
+
+// Parsed on the reader thread, off the database thread.
+void Worker::parse_batch(Batch* b) {
     b->events.reserve(b->entries.size());
     b->index.reserve(b->entries.size());
     for (std::size_t i = 0; i < b->entries.size(); i++) {
@@ -322,7 +337,6 @@ std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
         }
         b->index.push_back(i);
     }
-    return b;
 }
 
 void Worker::read_loop() {
@@ -397,13 +411,27 @@ void Worker::read_loop_inner() {
             phase = Phase::pending;
             pending_after_ = "0";
         }
-        if (o_.config.retain_ms > 0 && now_ms() >= next_trim_ms_ && !o_.once) trim_stream();
+        const bool trim_due = o_.config.retain_ms > 0 && now_ms() >= next_trim_ms_ && !o_.once;
+        if (trim_due && !prefetched_) trim_stream();
         std::unique_ptr<Batch> b;
         Phase before = phase;
         try {
             b = read_batch(&phase);
             backoff = 200;
+            // A full batch of new entries: more are likely. Ask for them now
+            // so that Redis builds that reply while this one is parsed.
+            if (before == Phase::fresh && phase == Phase::fresh && !g_stop && !trim_due &&
+                b->entries.size() == static_cast<std::size_t>(o_.config.batch)) {
+                reader_.send_now(fresh_read());
+                prefetched_ = true;
+            }
         } catch (const RedisError& e) {
+            if (prefetched_) {
+                // A reply is still on its way: start over on a new
+                // connection (our pending list is read again).
+                prefetched_ = false;
+                reader_.close();
+            }
             if (e.is_reply && std::strncmp(e.what(), "NOGROUP", 7) == 0) {
                 log(LogLevel::warn, "the consumer group is gone (%s); creating it again", e.what());
                 group_ready_ = false;
@@ -436,7 +464,23 @@ void Worker::read_loop_inner() {
             }
             continue;
         }
+        parse_batch(b.get());
         if (!queue_.push(std::move(b))) break;
+    }
+    if (prefetched_ && !reader_failed_) {
+        // Stopping with a read out: its entries were delivered to us, so
+        // apply them rather than leave them pending under a name that goes.
+        try {
+            Phase fresh = Phase::fresh;
+            std::unique_ptr<Batch> b = read_batch(&fresh);
+            if (!b->entries.empty()) {
+                parse_batch(b.get());
+                queue_.push(std::move(b));
+            }
+        } catch (const RedisError& e) {
+            log(LogLevel::warn, "reading the last batch failed: %s; it stays pending", e.what());
+        }
+        prefetched_ = false;
     }
 }
 

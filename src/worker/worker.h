@@ -84,6 +84,8 @@ private:
     bool connect_reader(int* backoff);
     bool ensure_group();
     std::unique_ptr<Batch> read_batch(Phase* phase);
+    std::vector<std::string_view> fresh_read() const;  // XREADGROUP ... > (views into members)
+    static void parse_batch(Batch* b);
     // main thread
     bool open_store(bool at_start, int* fatal);
     bool apply(Batch& b, Counters* counters);
@@ -109,6 +111,10 @@ private:
     std::int64_t next_trim_ms_ = 0;
     int reader_connections_ = 0;
     bool reconnected_ = false;  // read our pending list again (a reply may have been lost)
+    // The next fresh XREADGROUP went out before this batch was parsed, so
+    // that Redis builds its reply meanwhile; its reply is read first.
+    bool prefetched_ = false;
+    std::string count_arg_, block_arg_;
     std::atomic<bool> reader_failed_{false};
 };
 

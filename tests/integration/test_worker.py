@@ -708,6 +708,32 @@ def test_a_refused_write_that_was_deferred_dead_letters_its_event_only(env):
     assert c["dead"] == 1 and c["linked"] == 4 and c["clicks"] == 3 and c["duplicates"] == 0
 
 
+def test_a_stop_under_load_leaves_nothing_pending(env):
+    """After a full batch the worker asks Redis for the next one before it
+    parses this one (Redis builds that reply meanwhile). A stop with such a
+    read out still applies what it delivered: nothing stays pending under
+    the consumer's name, and every event is applied exactly once."""
+    code = env.code("alice")
+    total = 3000
+    for _ in range(total // 500):
+        env.send(*[event_fields("click", code=code) for _ in range(500)])
+    # the reader runs ahead of the database: it waits to hand over a batch
+    # (the queue holds two) with the next read already out
+    w = env.start("--batch", "10")
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and env.responses() < 200:
+            time.sleep(0.005)
+    finally:
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(timeout=15) == 0
+    delivered = env.responses()
+    assert 200 <= delivered < total
+    assert env.pending() == 0
+    env.drain()  # the rest, never read by the first worker
+    assert env.responses() == total
+
+
 def test_redis_over_a_unix_socket(tmp):
     r = RedisServer(unix=True).start()
     try:
