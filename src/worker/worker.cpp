@@ -44,12 +44,15 @@ void install_signal_handlers() {
 // ---------------------------------------------------------------- queue
 
 bool BatchQueue::push(std::unique_ptr<Batch> b) {
+    std::vector<std::unique_ptr<Batch>> spent;
     std::unique_lock<std::mutex> lock(m_);
     cv_.wait(lock, [&] { return closed_ || q_.size() < capacity_; });
     if (closed_) return false;
     q_.push_back(std::move(b));
+    spent.swap(spent_);
     cv_.notify_all();
-    return true;
+    lock.unlock();
+    return true;  // `spent` is freed here, on the reader's thread
 }
 
 std::unique_ptr<Batch> BatchQueue::pop() {
@@ -63,9 +66,10 @@ std::unique_ptr<Batch> BatchQueue::pop() {
     return b;
 }
 
-void BatchQueue::done() {
+void BatchQueue::done(std::unique_ptr<Batch> b) {
     std::lock_guard<std::mutex> lock(m_);
     in_flight_--;
+    spent_.push_back(std::move(b));
     cv_.notify_all();
 }
 
@@ -156,8 +160,7 @@ int Worker::run() {
                     static_cast<long long>(b->trimmed));
             total_.add(counters);
             log(LogLevel::debug, "batch of %zu applied: %s", b->entries.size(), counters.describe().c_str());
-            b.reset();
-            queue_.done();
+            queue_.done(std::move(b));
             report(false);
         }
     } catch (const std::exception& e) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "worker/config.h"
 #include "worker/processor.h"
@@ -50,8 +51,10 @@ public:
     bool push(std::unique_ptr<Batch> b);
     // nullptr once the queue is closed and empty.
     std::unique_ptr<Batch> pop();
-    // The popped batch is applied and acknowledged.
-    void done();
+    // The popped batch is applied and acknowledged. It is freed by the
+    // next push(), on the reader's thread: thousands of strings allocated
+    // there, whose freeing would otherwise cost the database thread.
+    void done(std::unique_ptr<Batch> b);
     // Waits until every pushed batch is done (before a reclaim sweep, so a
     // consumer never claims its own entries in flight). False when closed.
     bool wait_idle();
@@ -61,6 +64,7 @@ private:
     std::mutex m_;
     std::condition_variable cv_;
     std::deque<std::unique_ptr<Batch>> q_;
+    std::vector<std::unique_ptr<Batch>> spent_;  // done, to be freed by push()
     std::size_t capacity_;
     int in_flight_ = 0;
     bool closed_ = false;
