@@ -129,7 +129,7 @@ public:
     void rollback() noexcept override {
         try {
             sync();  // the error, if any, is the one being rolled back
-        } catch (const DbError&) {
+        } catch (...) {
         }
         reset_clicks();
         inserted_ = 0;  // those rows are gone again

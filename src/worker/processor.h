@@ -86,7 +86,8 @@ public:
 
     // Applies one event inside the current transaction.
     void apply(Store& store, const Event& ev, Counters* c);
-    // Pending click rows reference events: call before the events go away.
+    // Counts the batch's click rows (stored or duplicates); they reference
+    // its events: call once, at the end of the batch, before they go away.
     void flush(Store& store, Counters* c);
     // After a rollback: forget what was learnt inside the transaction.
     void forget();
