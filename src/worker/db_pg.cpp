@@ -105,6 +105,7 @@ public:
 
     void exec_script(const std::string& sql) override {
         sync();  // PQexec is not allowed in pipeline mode
+        if (broken_) throw out_of_step();
         Result res(PQexec(conn_, sql.c_str()));
         check(res.get(), "script");
     }
@@ -127,13 +128,16 @@ public:
     }
 
     void rollback() noexcept override {
+        // Counts of writes being rolled back are moot, and the variables
+        // they point to may be gone with the stack that threw.
+        for (Queued& q : queued_) q.rows = nullptr;
         try {
             sync();  // the error, if any, is the one being rolled back
         } catch (...) {
         }
         reset_clicks();
         inserted_ = 0;  // those rows are gone again
-        if (conn_ && PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+        if (conn_ && !broken_ && PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
             PGresult* r = PQexec(conn_, "ROLLBACK");
             PQclear(r);
         }
@@ -258,6 +262,7 @@ private:
     }
 
     void enter_pipeline() {
+        if (broken_) throw out_of_step();
         if (PQpipelineStatus(conn_) != PQ_PIPELINE_OFF) return;
         if (!PQenterPipelineMode(conn_)) throw lost("pipeline");
     }
@@ -320,11 +325,25 @@ private:
             if (p == Prepared::sent) p = Prepared::no;
         queued_.clear();
         statement_names_.clear();
-        if (connection_ok && !PQexitPipelineMode(conn_) && !failed) failed.emplace(lost("pipeline end"));
+        if (connection_ok && !PQexitPipelineMode(conn_)) {
+            connection_ok = false;
+            if (!failed) failed.emplace(lost("pipeline end"));
+        }
+        if (!connection_ok) {
+            // Lost, or out of step with the server: this connection is done
+            // (the caller reconnects on a transient error), whatever the
+            // statement's own error was.
+            broken_ = true;
+            if (failed) failed->transient = true;
+        }
         if (failed) {
             if (last) last->reset();
             throw *failed;
         }
+    }
+
+    static DbError out_of_step() {
+        return DbError("PostgreSQL: the connection failed during a pipeline; reconnecting", true);
     }
 
     DbError lost(const char* what) {
@@ -366,6 +385,7 @@ private:
     std::vector<Queued> queued_;                 // sent, results not read yet, in order
     std::vector<std::string> statement_names_;   // parallel to queued_, for messages
     bool in_tx_ = false;
+    bool broken_ = false;  // a pipeline ended without its sync: never used again
     std::string a_event_, a_ref_, a_visitor_, a_ip_, a_ua_, a_target_, a_referer_, a_host_, a_at_;
     std::int64_t pending_ = 0;
     std::int64_t inserted_ = 0;
