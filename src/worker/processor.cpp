@@ -292,17 +292,23 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
     // Clicks before this conversion are written before its statements
     // (PostgreSQL sends the batch's clicks ahead of the next statement);
     // they are counted once, by flush() at the end of the batch.
-    // The mark and the user's row in one round trip: the mark's count is
-    // in once get_user() has returned.
-    std::int64_t marked = 0;
-    store.mark_event(ev.id, ev.created_at, &marked);
+    // The mark, a signup's user row and first code, and the read of the
+    // user: one round trip (the counts are in once get_user() returns).
+    // For an event applied before, the row and the code exist: no-ops.
+    const std::string_view at = ev.created_at;
+    const bool signup = ev.action == "signup";
+    std::int64_t marked = 0, code_created = 0;
+    store.mark_event(ev.id, at, &marked);
+    if (signup) {
+        store.ensure_user(ev.user, at);
+        store.add_first_code(ev.user, random_code(kGeneratedCodeLen), at, &code_created);
+    }
     UserState user = store.get_user(ev.user);
     if (marked == 0) {
         c->duplicates++;
         return;
     }
     c->conversions++;
-    const std::string_view at = ev.created_at;
 
     if (!ev.customer.empty()) {
         store.set_customer(ev.user, ev.customer, at);
@@ -317,11 +323,10 @@ void Processor::apply_conversion(Store& store, const Event& ev, Counters* c) {
         store.saw_visitor(ev.user, ev.visitor, ev.ip, at);
     };
 
-    if (ev.action == "signup") {
-        if (!user.exists) store.ensure_user(ev.user, at);
-        // A new user's code in one statement; else (they have one, or
-        // the random code is taken) the general path.
-        bool created = store.insert_first_code(ev.user, random_code(kGeneratedCodeLen), at);
+    if (signup) {
+        // Not created: they have a code, or the random one is taken (then
+        // the general path draws again).
+        bool created = code_created > 0;
         if (!created && !store.has_code(ev.user)) ensure_code(store, ev.user, "", at, &created);
         if (created) c->codes_created++;
         if (!ev.code.empty()) {

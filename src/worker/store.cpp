@@ -400,19 +400,18 @@ bool Store::has_code(std::string_view user) {
 }
 
 // One statement for a new user's first code, the usual case of a signup.
-bool Store::insert_first_code(std::string_view user, std::string_view code, std::string_view at) {
+void Store::add_first_code(std::string_view user, std::string_view code, std::string_view at,
+                           std::int64_t* created) {
     // PostgreSQL types the parameters of a SELECT list as text: cast.
-    return !db_->query(kInsertFirstCode,
-                       is_pg(*db_)
-                           ? "INSERT INTO referral (user_id, code, label, created_at)"
+    db_->write(kInsertFirstCode,
+               is_pg(*db_) ? "INSERT INTO referral (user_id, code, label, created_at)"
                              " SELECT $1::varchar, $2, '', $3::timestamptz"
                              " WHERE NOT EXISTS (SELECT 1 FROM referral WHERE user_id = $1::varchar)"
-                             " ON CONFLICT DO NOTHING RETURNING id"
+                             " ON CONFLICT DO NOTHING"
                            : "INSERT INTO referral (user_id, code, label, created_at) SELECT $1, $2, '', $3"
                              " WHERE NOT EXISTS (SELECT 1 FROM referral WHERE user_id = $1)"
-                             " ON CONFLICT DO NOTHING RETURNING id",
-                       {Param::Text(user), Param::Text(code), Param::Text(at)})
-                .empty();
+                             " ON CONFLICT DO NOTHING",
+               {Param::Text(user), Param::Text(code), Param::Text(at)}, created);
 }
 
 std::optional<std::int64_t> Store::insert_code(std::string_view user, std::string_view code,

@@ -156,9 +156,11 @@ public:
     // so caps hold with several workers.
     std::string lock_plan(std::string_view user, std::string_view at);
     bool has_code(std::string_view user);
-    // Creates `code` as the user's code (no label) if they have none; false
-    // when they have one, or when the code is taken.
-    bool insert_first_code(std::string_view user, std::string_view code, std::string_view at);
+    // Creates `code` as the user's code (no label) if they have none:
+    // *created becomes 1 by the time the next read returns, or stays 0 when
+    // they have one or the code is taken.
+    void add_first_code(std::string_view user, std::string_view code, std::string_view at,
+                        std::int64_t* created);
     // The new code's id, or nullopt when the code or (user, label) exists.
     std::optional<std::int64_t> insert_code(std::string_view user, std::string_view code,
                                             std::string_view label, std::string_view at);
