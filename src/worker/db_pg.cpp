@@ -1,5 +1,5 @@
 // PostgreSQL through libpq: named prepared statements, text parameters,
-// clicks of a batch sent as arrays in one INSERT ... SELECT FROM unnest(),
+// clicks of a batch sent as columns in one INSERT ... SELECT FROM unnest(),
 // and writes whose outcome nobody reads sent in pipeline mode: a run of
 // them goes out with the next statement that needs an answer (a read, a
 // COMMIT), in one round trip instead of one per statement.
@@ -18,19 +18,21 @@ struct ResultDeleter {
 };
 using Result = std::unique_ptr<PGresult, ResultDeleter>;
 
-// Appends one element of a PostgreSQL array literal.
-void array_append(std::string* a, std::string_view v, bool null_if_empty) {
-    if (a->size() > 1) a->push_back(',');
-    if (v.empty() && null_if_empty) {
-        a->append("NULL");
-        return;
+// A column of the batch's clicks travels as one text, its values joined
+// by the unit separator and split by string_to_array() (an empty value is
+// NULL): no quoting to write or to parse, unlike an array literal. Click
+// text never holds control characters (clean_text() replaced them, ids and
+// times are checked), so a stray one is only ever replaced here.
+constexpr char kSeparator = '\x1f';
+
+void column_append(std::string* col, bool first, std::string_view v) {
+    if (!first) col->push_back(kSeparator);
+    const std::size_t at = col->size();
+    col->append(v);
+    if (std::memchr(v.data(), kSeparator, v.size()) != nullptr) {
+        for (std::size_t i = at; i < col->size(); i++)
+            if ((*col)[i] == kSeparator) (*col)[i] = '?';
     }
-    a->push_back('"');
-    for (char c : v) {
-        if (c == '"' || c == '\\') a->push_back('\\');
-        a->push_back(c);
-    }
-    a->push_back('"');
 }
 
 class PgDb final : public Db {
@@ -145,16 +147,16 @@ public:
     }
 
     void add_click(const ClickRow& r) override {
-        array_append(&a_event_, r.event_id, false);
-        if (a_ref_.size() > 1) a_ref_.push_back(',');
-        a_ref_ += std::to_string(r.referral_id);
-        array_append(&a_visitor_, r.visitor_id, true);
-        array_append(&a_ip_, r.ip, true);
-        array_append(&a_ua_, r.user_agent, true);
-        array_append(&a_target_, r.target, true);
-        array_append(&a_referer_, r.referer, true);
-        array_append(&a_host_, r.host, true);
-        array_append(&a_at_, r.created_at, false);
+        const bool first = pending_ == 0;
+        column_append(&a_event_, first, r.event_id);
+        column_append(&a_ref_, first, std::to_string(r.referral_id));
+        column_append(&a_visitor_, first, r.visitor_id);
+        column_append(&a_ip_, first, r.ip);
+        column_append(&a_ua_, first, r.user_agent);
+        column_append(&a_target_, first, r.target);
+        column_append(&a_referer_, first, r.referer);
+        column_append(&a_host_, first, r.host);
+        column_append(&a_at_, first, r.created_at);
         pending_++;
     }
 
@@ -176,23 +178,25 @@ private:
     void reset_clicks() {
         for (std::string* a : {&a_event_, &a_ref_, &a_visitor_, &a_ip_, &a_ua_, &a_target_,
                                &a_referer_, &a_host_, &a_at_}) {
-            a->assign("{");
+            a->clear();
         }
         pending_ = 0;
     }
 
     void flush_clicks_now() {
         if (pending_ == 0) return;
-        for (std::string* a : {&a_event_, &a_ref_, &a_visitor_, &a_ip_, &a_ua_, &a_target_,
-                               &a_referer_, &a_host_, &a_at_}) {
-            a->push_back('}');
-        }
+        // One click whose value is empty splits into no element at all;
+        // unnest() pads the shorter columns with NULL, which is what an
+        // empty value means.
         send(kClicks,
             "INSERT INTO referral_response (event_id, referral_id, action, visitor_id, ip,"
             " user_agent, target, referer, host, created_at)"
-            " SELECT e, r, 'click', v, i, u, t, rf, h, c::timestamptz"
-            " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
-            " $6::text[], $7::text[], $8::text[], $9::text[]) AS x(e, r, v, i, u, t, rf, h, c)"
+            " SELECT e, r::bigint, 'click', v, i, u, t, rf, h, c::timestamptz"
+            " FROM unnest(string_to_array($1, E'\\x1f', ''), string_to_array($2, E'\\x1f', ''),"
+            " string_to_array($3, E'\\x1f', ''), string_to_array($4, E'\\x1f', ''),"
+            " string_to_array($5, E'\\x1f', ''), string_to_array($6, E'\\x1f', ''),"
+            " string_to_array($7, E'\\x1f', ''), string_to_array($8, E'\\x1f', ''),"
+            " string_to_array($9, E'\\x1f', '')) AS x(e, r, v, i, u, t, rf, h, c)"
             " ON CONFLICT (event_id) DO NOTHING",
             {Param::Text(a_event_), Param::Text(a_ref_), Param::Text(a_visitor_), Param::Text(a_ip_),
              Param::Text(a_ua_), Param::Text(a_target_), Param::Text(a_referer_), Param::Text(a_host_),

@@ -4,6 +4,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 namespace referral::worker {
@@ -42,9 +43,24 @@ std::string format_db_time(std::int64_t unix_ms) {
     unsigned mo, d;
     civil_from_days(days, &y, &mo, &d);
     char buf[40];
-    int n = std::snprintf(buf, sizeof(buf), "%04d-%02u-%02u %02d:%02d:%02d.%03d000", y, mo, d,
-                          rem / 3600, rem / 60 % 60, rem % 60, ms);
-    return std::string(buf, static_cast<std::size_t>(n));
+    if (y > 9999) {  // past any event time (kMaxTs), e.g. a hold added to one
+        int n = std::snprintf(buf, sizeof(buf), "%04d-%02u-%02u %02d:%02d:%02d.%03d000", y, mo, d,
+                              rem / 3600, rem / 60 % 60, rem % 60, ms);
+        return std::string(buf, static_cast<std::size_t>(n));
+    }
+    // Every event's time goes through here: digits by hand, not snprintf.
+    auto digits = [](char* p, unsigned v, int n) {
+        for (int i = n - 1; i >= 0; i--, v /= 10) p[i] = static_cast<char>('0' + v % 10);
+    };
+    std::memcpy(buf, "0000-00-00 00:00:00.000000", 26);
+    digits(buf, static_cast<unsigned>(y), 4);
+    digits(buf + 5, mo, 2);
+    digits(buf + 8, d, 2);
+    digits(buf + 11, static_cast<unsigned>(rem / 3600), 2);
+    digits(buf + 14, static_cast<unsigned>(rem / 60 % 60), 2);
+    digits(buf + 17, static_cast<unsigned>(rem % 60), 2);
+    digits(buf + 20, static_cast<unsigned>(ms), 3);
+    return std::string(buf, 26);
 }
 
 bool parse_int64(std::string_view s, std::int64_t* out) noexcept {

@@ -734,6 +734,29 @@ def test_a_stop_under_load_leaves_nothing_pending(env):
     assert env.responses() == total
 
 
+def test_click_text_is_stored_exactly(env):
+    """Clicks go to PostgreSQL as columns of the whole batch: quotes,
+    backslashes, commas, braces, the word NULL and non-ASCII text arrive
+    as sent; an empty value is NULL, also for a batch of one click; a
+    control character (the columns' separator among them) is a '?'."""
+    code = env.code("alice")
+    odd = ['Mozilla "5.0" \\ {x,y}', "NULL", "caf\u00e9 \u2603", "a\x1fb", ",", ""]
+    clicks = [event_fields("click", code=code, ua=ua, referer=ua) for ua in odd]
+    env.send(*clicks)
+    env.drain()
+    env.send(event_fields("click", code=code, ua="", referer="", host=""))  # a batch of one
+    env.drain()
+    rows = env.db.query("SELECT event_id, COALESCE(user_agent, '<null>'), COALESCE(referer, '<null>'),"
+                        " COALESCE(host, '<null>') FROM referral_response")
+    got = {r[0]: r[1:] for r in rows}
+    assert len(got) == len(odd) + 1
+    for c in clicks:
+        want = c["ua"].replace("\x1f", "?") or "<null>"
+        assert got[c["id"]][0] == want and got[c["id"]][1] == want, (c["ua"], got[c["id"]])
+    empty = [v for k, v in got.items() if k not in {c["id"] for c in clicks}]
+    assert empty == [("<null>", "<null>", "<null>")]
+
+
 def test_redis_over_a_unix_socket(tmp):
     r = RedisServer(unix=True).start()
     try:

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <csetjmp>
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 
 extern "C" {
 #include <cmocka.h>
@@ -179,6 +181,23 @@ void test_time_format(void**) {
     assert_string_equal(format_db_time(0).c_str(), "1970-01-01 00:00:00.000000");
     assert_string_equal(format_db_time(951782400123LL).c_str(), "2000-02-29 00:00:00.123000");
     assert_string_equal(format_db_time(1764000000000LL).c_str(), "2025-11-24 16:00:00.000000");
+    // past year 9999 (a hold added to the last event time)
+    assert_string_equal(format_db_time(253402300800000LL).c_str(), "10000-01-01 00:00:00.000000");
+    // against the C library's calendar, over the whole range
+    std::uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const std::int64_t ms = static_cast<std::int64_t>(x % 253402300800000ULL);
+        const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+        std::tm tm{};
+        gmtime_r(&secs, &tm);
+        char want[40];
+        std::size_t n = std::strftime(want, sizeof(want), "%Y-%m-%d %H:%M:%S", &tm);
+        std::snprintf(want + n, sizeof(want) - n, ".%03d000", static_cast<int>(ms % 1000));
+        assert_string_equal(format_db_time(ms).c_str(), want);
+    }
 }
 
 }  // namespace
