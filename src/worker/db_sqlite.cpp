@@ -99,6 +99,7 @@ public:
     const char* backend() const noexcept override { return "sqlite"; }
 
     Rows query(int id, const char* sql, std::initializer_list<Param> params) override {
+        flush_clicks_now();
         sqlite3_stmt* st = prepare(id, sql);
         bind(st, params);
         Rows rows;
@@ -131,6 +132,7 @@ public:
     }
 
     std::int64_t exec(int id, const char* sql, std::initializer_list<Param> params) override {
+        flush_clicks_now();
         sqlite3_stmt* st = prepare(id, sql);
         bind(st, params);
         int rc;
@@ -141,6 +143,7 @@ public:
     }
 
     void exec_script(const std::string& sql) override {
+        flush_clicks_now();
         char* err = nullptr;
         int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
         if (rc != SQLITE_OK) {
@@ -148,6 +151,54 @@ public:
             sqlite3_free(err);
             throw DbError("SQLite: " + msg, transient_code(rc));
         }
+    }
+
+    void flush_clicks_now() {
+        if (clicks_.empty()) return;
+        std::size_t done = 0;
+        if (clicks_.size() == kClickRows) {
+            static const std::string many = click_insert(kClickRows);
+            sqlite3_stmt* st = prepare(kClicks, many.c_str());
+            for (std::size_t i = 0; i < kClickRows; i++) bind_click(st, static_cast<int>(i * 9), clicks_[i]);
+            step_clicks(st);
+            done = kClickRows;
+        }
+        if (done < clicks_.size()) {
+            static const std::string one = click_insert(1);
+            sqlite3_stmt* st = prepare(kClick, one.c_str());
+            for (; done < clicks_.size(); done++) {
+                bind_click(st, 0, clicks_[done]);
+                step_clicks(st);
+            }
+        }
+        clicks_.clear();
+    }
+
+    void step_clicks(sqlite3_stmt* st) {
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) clicks_.clear();  // the transaction fails: they go with it
+        finish(st, rc);
+        inserted_ += sqlite3_changes(db_);
+    }
+
+    static std::string click_insert(std::size_t rows) {
+        std::string sql =
+            "INSERT INTO referral_response (event_id, referral_id, action, visitor_id, ip,"
+            " user_agent, target, referer, host, created_at) VALUES ";
+        for (std::size_t r = 0; r < rows; r++) {
+            const std::size_t b = r * 9;
+            if (r > 0) sql += ", ";
+            sql += "($" + std::to_string(b + 1) + ", $" + std::to_string(b + 2) + ", 'click'";
+            for (std::size_t k = 3; k <= 9; k++) sql += ", $" + std::to_string(b + k);
+            sql += ")";
+        }
+        return sql + " ON CONFLICT (event_id) DO NOTHING";
+    }
+
+    void bind_click(sqlite3_stmt* st, int base, const ClickRow& r) {
+        bind_at(st, base, {Param::Text(r.event_id), Param::Int(r.referral_id), Param::OptText(r.visitor_id),
+                           Param::OptText(r.ip), Param::OptText(r.user_agent), Param::OptText(r.target),
+                           Param::OptText(r.referer), Param::OptText(r.host), Param::Text(r.created_at)});
     }
 
     void begin() override {
@@ -161,25 +212,21 @@ public:
     }
     void commit() override { exec(kCommit, "COMMIT", {}); }
     void rollback() noexcept override {
+        clicks_.clear();
         inserted_ = 0;  // those rows are gone again
         if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     }
 
+    // Clicks are inserted kClickRows to a statement: one statement's start,
+    // cursors and end for many rows. Any other statement writes those
+    // waiting first, so the order of writes is the events' order.
     void add_click(const ClickRow& r) override {
-        sqlite3_stmt* st = prepare(kClick,
-            "INSERT INTO referral_response (event_id, referral_id, action, visitor_id, ip,"
-            " user_agent, target, referer, host, created_at)"
-            " VALUES ($1, $2, 'click', $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (event_id) DO NOTHING");
-        bind(st, {Param::Text(r.event_id), Param::Int(r.referral_id), Param::OptText(r.visitor_id),
-                  Param::OptText(r.ip), Param::OptText(r.user_agent), Param::OptText(r.target),
-                  Param::OptText(r.referer), Param::OptText(r.host), Param::Text(r.created_at)});
-        int rc = sqlite3_step(st);
-        finish(st, rc);
-        inserted_ += sqlite3_changes(db_);
+        clicks_.push_back(r);
+        if (clicks_.size() == kClickRows) flush_clicks_now();
     }
 
     std::int64_t flush_clicks() override {
+        flush_clicks_now();
         std::int64_t n = inserted_;
         inserted_ = 0;
         return n;
@@ -273,7 +320,8 @@ private:
         if (db) sqlite3_close_v2(db);
     }
 
-    static constexpr int kBegin = 1000, kCommit = 1001, kClick = 1002;
+    static constexpr int kBegin = 1000, kCommit = 1001, kClick = 1002, kClicks = 1003;
+    static constexpr std::size_t kClickRows = 64;  // 576 parameters, far below SQLite's limit
 
     sqlite3_stmt* prepare(int id, const char* sql) {
         std::size_t i = static_cast<std::size_t>(id);
@@ -291,8 +339,11 @@ private:
         return st;
     }
 
-    void bind(sqlite3_stmt* st, std::initializer_list<Param> params) {
-        int i = 1;
+    void bind(sqlite3_stmt* st, std::initializer_list<Param> params) { bind_at(st, 0, params); }
+
+    // Binds params to parameters base+1, base+2, ...
+    void bind_at(sqlite3_stmt* st, int base, std::initializer_list<Param> params) {
+        int i = base + 1;
         for (const Param& p : params) {
             int rc;
             switch (p.kind) {
@@ -330,6 +381,7 @@ private:
     sqlite3* db_ = nullptr;
     std::vector<sqlite3_stmt*> stmts_;
     std::int64_t inserted_ = 0;
+    std::vector<ClickRow> clicks_;  // added, not inserted yet (views: see Db::add_click)
     std::thread checkpointer_;
     std::mutex m_;
     std::condition_variable cv_;

@@ -757,6 +757,36 @@ def test_click_text_is_stored_exactly(env):
     assert empty == [("<null>", "<null>", "<null>")]
 
 
+def test_many_clicks_in_a_batch_with_duplicates_and_a_refused_one(env):
+    """Clicks are written many to a statement (SQLite: 64 rows; PostgreSQL:
+    the whole batch): duplicates inside the batch and across batches are
+    counted once each, and a click the database refuses in the middle of
+    a statement is dead-lettered alone."""
+    if env.backend == "sqlite":
+        env.db.query("CREATE TRIGGER no_poison BEFORE INSERT ON referral_response"
+                     " WHEN NEW.user_agent LIKE '%poison%'"
+                     " BEGIN SELECT RAISE(ABORT, 'poisoned user agent'); END")
+    else:
+        env.db.query("ALTER TABLE referral_response ADD CONSTRAINT no_poison"
+                     " CHECK (user_agent NOT LIKE '%poison%')")
+    code = env.code("alice")
+    first = [event_fields("click", code=code) for _ in range(150)]
+    env.send(*first)
+    env.drain("--batch", "500")
+    again = first[:20]                                  # applied before
+    new = [event_fields("click", code=code) for _ in range(180)]
+    bad = event_fields("click", code=code, ua="poison/1.0")
+    batch = new[:90] + again + [bad] + new[90:] + new[:10]   # 10 repeated inside the batch
+    env.send(*batch)
+    log = env.drain("--batch", "500")
+    assert env.responses() == 150 + 180
+    dead = env.r.stream(env.stream + ":dead")
+    assert [d[1]["id"] for d in dead] == [bad["id"]]
+    c = counts(log)
+    assert c["clicks"] == 180 and c["duplicates"] == 30 and c["dead"] == 1
+    assert env.pending() == 0
+
+
 def test_redis_over_a_unix_socket(tmp):
     r = RedisServer(unix=True).start()
     try:
