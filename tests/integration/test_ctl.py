@@ -77,9 +77,10 @@ def test_migrate_upgrades_a_version_1_database(db):
                     "SELECT plan, COALESCE(plan_changed_at, '') FROM referral_user") == [("paid", "")]
 
 
-def test_migration_4_drops_the_click_foreign_key_on_postgresql_only(db):
+def test_migration_4_speeds_up_clicks_on_postgresql_only(db):
     """Version 4 takes the per-row foreign-key trigger off the click path
-    on PostgreSQL; SQLite keeps its key (a rowid lookup)."""
+    on PostgreSQL and has event ids compare bytewise; SQLite keeps its key
+    (a rowid lookup) and compares bytewise already."""
     ctl(db.url, "migrate", "--to", "3", check=True)
     if db.backend == "postgresql":
         fk = ("SELECT count(*) FROM pg_constraint WHERE conrelid = 'referral_response'::regclass"
@@ -90,6 +91,14 @@ def test_migration_4_drops_the_click_foreign_key_on_postgresql_only(db):
         # the rewards' key to their response stays
         assert db.count("SELECT count(*) FROM pg_constraint WHERE conrelid = 'referral_reward'::regclass"
                         " AND contype = 'f'") == 1
+        # event ids compare bytewise, in their unique indexes too
+        for table in ("referral_response", "referral_event", "referral_early"):
+            assert db.query("SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation"
+                            f" WHERE a.attrelid = '{table}'::regclass AND a.attname = 'event_id'") == [("C",)]
+        assert db.query("SELECT c.collname FROM pg_index i JOIN pg_collation c ON c.oid = i.indcollation[0]"
+                        " WHERE i.indrelid = 'referral_response'::regclass AND i.indisunique"
+                        " AND i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid ="
+                        " 'referral_response'::regclass AND attname = 'event_id')") == [("C",)]
     else:
         fk = "SELECT count(*) FROM pragma_foreign_key_list('referral_response')"
         assert db.count(fk) == 1
