@@ -88,9 +88,10 @@ public:
     virtual void commit() = 0;
     virtual void rollback() noexcept = 0;
 
-    // Inserts a click response unless its event id exists. May be deferred
-    // (PostgreSQL sends them all in one statement); flush_clicks() returns
-    // how many rows were new since the last flush.
+    // Inserts a click response unless its event id exists. Deferred: many
+    // go in one statement (SQLite: 64; PostgreSQL: the batch), written
+    // before any other statement; flush_clicks() writes what waits and
+    // returns how many rows were new since the last flush.
     virtual void add_click(const ClickRow& row) = 0;
     virtual std::int64_t flush_clicks() = 0;
 

@@ -153,54 +153,6 @@ public:
         }
     }
 
-    void flush_clicks_now() {
-        if (clicks_.empty()) return;
-        std::size_t done = 0;
-        if (clicks_.size() == kClickRows) {
-            static const std::string many = click_insert(kClickRows);
-            sqlite3_stmt* st = prepare(kClicks, many.c_str());
-            for (std::size_t i = 0; i < kClickRows; i++) bind_click(st, static_cast<int>(i * 9), clicks_[i]);
-            step_clicks(st);
-            done = kClickRows;
-        }
-        if (done < clicks_.size()) {
-            static const std::string one = click_insert(1);
-            sqlite3_stmt* st = prepare(kClick, one.c_str());
-            for (; done < clicks_.size(); done++) {
-                bind_click(st, 0, clicks_[done]);
-                step_clicks(st);
-            }
-        }
-        clicks_.clear();
-    }
-
-    void step_clicks(sqlite3_stmt* st) {
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) clicks_.clear();  // the transaction fails: they go with it
-        finish(st, rc);
-        inserted_ += sqlite3_changes(db_);
-    }
-
-    static std::string click_insert(std::size_t rows) {
-        std::string sql =
-            "INSERT INTO referral_response (event_id, referral_id, action, visitor_id, ip,"
-            " user_agent, target, referer, host, created_at) VALUES ";
-        for (std::size_t r = 0; r < rows; r++) {
-            const std::size_t b = r * 9;
-            if (r > 0) sql += ", ";
-            sql += "($" + std::to_string(b + 1) + ", $" + std::to_string(b + 2) + ", 'click'";
-            for (std::size_t k = 3; k <= 9; k++) sql += ", $" + std::to_string(b + k);
-            sql += ")";
-        }
-        return sql + " ON CONFLICT (event_id) DO NOTHING";
-    }
-
-    void bind_click(sqlite3_stmt* st, int base, const ClickRow& r) {
-        bind_at(st, base, {Param::Text(r.event_id), Param::Int(r.referral_id), Param::OptText(r.visitor_id),
-                           Param::OptText(r.ip), Param::OptText(r.user_agent), Param::OptText(r.target),
-                           Param::OptText(r.referer), Param::OptText(r.host), Param::Text(r.created_at)});
-    }
-
     void begin() override {
         if (checkpointer_.joinable()) {
             // The checkpointer wants the write lock for its RESTART: let it
@@ -322,6 +274,54 @@ private:
 
     static constexpr int kBegin = 1000, kCommit = 1001, kClick = 1002, kClicks = 1003;
     static constexpr std::size_t kClickRows = 64;  // 576 parameters, far below SQLite's limit
+
+    void flush_clicks_now() {
+        if (clicks_.empty()) return;
+        std::size_t done = 0;
+        if (clicks_.size() == kClickRows) {
+            static const std::string many = click_insert(kClickRows);
+            sqlite3_stmt* st = prepare(kClicks, many.c_str());
+            for (std::size_t i = 0; i < kClickRows; i++) bind_click(st, static_cast<int>(i * 9), clicks_[i]);
+            step_clicks(st);
+            done = kClickRows;
+        }
+        if (done < clicks_.size()) {
+            static const std::string one = click_insert(1);
+            sqlite3_stmt* st = prepare(kClick, one.c_str());
+            for (; done < clicks_.size(); done++) {
+                bind_click(st, 0, clicks_[done]);
+                step_clicks(st);
+            }
+        }
+        clicks_.clear();
+    }
+
+    void step_clicks(sqlite3_stmt* st) {
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) clicks_.clear();  // the transaction fails: they go with it
+        finish(st, rc);
+        inserted_ += sqlite3_changes(db_);
+    }
+
+    static std::string click_insert(std::size_t rows) {
+        std::string sql =
+            "INSERT INTO referral_response (event_id, referral_id, action, visitor_id, ip,"
+            " user_agent, target, referer, host, created_at) VALUES ";
+        for (std::size_t r = 0; r < rows; r++) {
+            const std::size_t b = r * 9;
+            if (r > 0) sql += ", ";
+            sql += "($" + std::to_string(b + 1) + ", $" + std::to_string(b + 2) + ", 'click'";
+            for (std::size_t k = 3; k <= 9; k++) sql += ", $" + std::to_string(b + k);
+            sql += ")";
+        }
+        return sql + " ON CONFLICT (event_id) DO NOTHING";
+    }
+
+    void bind_click(sqlite3_stmt* st, int base, const ClickRow& r) {
+        bind_at(st, base, {Param::Text(r.event_id), Param::Int(r.referral_id), Param::OptText(r.visitor_id),
+                           Param::OptText(r.ip), Param::OptText(r.user_agent), Param::OptText(r.target),
+                           Param::OptText(r.referer), Param::OptText(r.host), Param::Text(r.created_at)});
+    }
 
     sqlite3_stmt* prepare(int id, const char* sql) {
         std::size_t i = static_cast<std::size_t>(id);
