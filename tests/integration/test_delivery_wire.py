@@ -11,31 +11,9 @@ from collections import Counter
 
 import pytest
 
-from fake_stripe import FakeStripe, WebhookReceiver
-from harness import RedisServer, ctl, wait_until
-from test_delivery import API_KEY, PROMO_RULES, SECRET, Stack
-
-
-@pytest.fixture(scope="module")
-def redis():
-    r = RedisServer().start()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def stripe():
-    s = FakeStripe(api_key=API_KEY).start()
-    yield s
-    assert not s.errors, s.errors
-    s.close()
-
-
-@pytest.fixture
-def hooks():
-    w = WebhookReceiver(SECRET).start()
-    yield w
-    w.close()
+from fake_stripe import WebhookReceiver
+from harness import ctl, wait_until
+from test_delivery import API_KEY, PROMO_RULES, SECRET, Stack, hooks, redis, stripe  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

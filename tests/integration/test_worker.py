@@ -649,10 +649,9 @@ def test_database_going_away_makes_the_worker_wait_not_exit(redis, tmp, pg):
         w.wait(timeout=15)
 
 
-def test_an_event_the_database_refuses_goes_to_the_dead_stream(env):
-    """A permanent database error (here a constraint the application added)
-    is not retried forever: that event alone is dead-lettered, the rest of
-    its batch is applied."""
+def refuse_poisoned_clicks(env):
+    """A rule the application added: the database refuses for good a
+    click whose user agent says "poison"."""
     if env.backend == "sqlite":
         env.db.query("CREATE TRIGGER no_poison BEFORE INSERT ON referral_response"
                      " WHEN NEW.user_agent LIKE '%poison%'"
@@ -660,6 +659,13 @@ def test_an_event_the_database_refuses_goes_to_the_dead_stream(env):
     else:
         env.db.query("ALTER TABLE referral_response ADD CONSTRAINT no_poison"
                      " CHECK (user_agent NOT LIKE '%poison%')")
+
+
+def test_an_event_the_database_refuses_goes_to_the_dead_stream(env):
+    """A permanent database error (here a constraint the application added)
+    is not retried forever: that event alone is dead-lettered, the rest of
+    its batch is applied."""
+    refuse_poisoned_clicks(env)
     code = env.code("alice")
     good = [event_fields("click", code=code) for _ in range(5)]
     bad = event_fields("click", code=code, ua="poison/1.0")
@@ -762,13 +768,7 @@ def test_many_clicks_in_a_batch_with_duplicates_and_a_refused_one(env):
     the whole batch): duplicates inside the batch and across batches are
     counted once each, and a click the database refuses in the middle of
     a statement is dead-lettered alone."""
-    if env.backend == "sqlite":
-        env.db.query("CREATE TRIGGER no_poison BEFORE INSERT ON referral_response"
-                     " WHEN NEW.user_agent LIKE '%poison%'"
-                     " BEGIN SELECT RAISE(ABORT, 'poisoned user agent'); END")
-    else:
-        env.db.query("ALTER TABLE referral_response ADD CONSTRAINT no_poison"
-                     " CHECK (user_agent NOT LIKE '%poison%')")
+    refuse_poisoned_clicks(env)
     code = env.code("alice")
     first = [event_fields("click", code=code) for _ in range(150)]
     env.send(*first)
