@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading as _threading
 import time
 
 SOURCE_DIR = os.environ.get(
@@ -511,6 +512,58 @@ def echoed(resp):
     for k in ("status", "code", "visitor"):
         out.setdefault(k, "")
     return out
+
+
+class ClickTraffic:
+    """Clicks from a few threads until stop(), each a new visitor
+    (`/?ref=PREFIX_THREAD_N`, no cookie). An answer that is 200 and `new`
+    (and, with max_elapsed, quicker than that) keeps its visitor; any other
+    answer, or an exception, is a failure. Every answer's latency is kept."""
+
+    def __init__(self, port, prefix, threads=3, pause=0.0, max_elapsed=None):
+        self.port, self.prefix, self.pause, self.max_elapsed = port, prefix, pause, max_elapsed
+        self.visitors, self.failures, self.latencies = [], [], []
+        self.lock = _threading.Lock()
+        self.done = _threading.Event()
+        self.threads = [_threading.Thread(target=self.run, args=(k,)) for k in range(threads)]
+
+    def run(self, k):
+        i = 0
+        while not self.done.is_set():
+            i += 1
+            try:
+                r = http_request(self.port, f"/?ref={self.prefix}_{k}_{i}")
+                v = echoed(r)
+                ok = (r.status == 200 and v["status"] == "new" and
+                      (self.max_elapsed is None or r.elapsed < self.max_elapsed))
+                with self.lock:
+                    self.latencies.append(r.elapsed)
+                    if ok:
+                        self.visitors.append(v["visitor"])
+                    else:
+                        self.failures.append((r.status, r.elapsed, r.body))
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded
+                with self.lock:
+                    self.failures.append(repr(exc))
+            if self.pause:
+                time.sleep(self.pause)
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join()
+        return self
+
+    def check_requests(self, max_latency):
+        """No request failed, some went through, none took max_latency."""
+        assert not self.failures, f"{len(self.failures)} failed requests: {self.failures[:5]}"
+        assert self.visitors, "no traffic went through"
+        assert max(self.latencies) < max_latency, f"slowest request took {max(self.latencies):.2f}s"
 
 
 def referral_status(port, path="/status"):

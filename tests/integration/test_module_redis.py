@@ -7,62 +7,14 @@ distinct event id, and each visitor id seen by a client must be in Redis."""
 import os
 import socket
 import subprocess
-import threading
 import time
 
-from harness import (RedisClient, RedisServer, echoed, http_request, module_http,
+from harness import (ClickTraffic, RedisClient, RedisServer, echoed, http_request, module_http,
                      referral_status, reload_and_wait, wait_events, wait_port,
                      wait_until)
 
 SPOOL = "    referral_spool {dir}/spool;"
 MAX_LATENCY = 1.0  # a request is never delayed because of Redis
-
-
-class Traffic:
-    """Clicks from a few threads until stop(): every answer must be 200 and
-    `new`; visitors and latencies are kept."""
-
-    def __init__(self, port, threads=3, pause=0.003):
-        self.port, self.pause = port, pause
-        self.visitors, self.failures, self.latencies = [], [], []
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(k,)) for k in range(threads)]
-
-    def run(self, k):
-        i = 0
-        while not self.done.is_set():
-            i += 1
-            try:
-                r = http_request(self.port, f"/?ref=traffic_{k}_{i}")
-                v = echoed(r)
-                with self.lock:
-                    self.latencies.append(r.elapsed)
-                    if r.status != 200 or v["status"] != "new":
-                        self.failures.append((r.status, r.body))
-                    else:
-                        self.visitors.append(v["visitor"])
-            except Exception as exc:  # noqa: BLE001 - every failure is reported
-                with self.lock:
-                    self.failures.append(repr(exc))
-            time.sleep(self.pause)
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def stop(self):
-        self.done.set()
-        for t in self.threads:
-            t.join()
-        return self
-
-    def check_requests(self):
-        assert not self.failures, f"{len(self.failures)} failed requests: {self.failures[:5]}"
-        assert self.visitors, "no traffic went through"
-        assert max(self.latencies) < MAX_LATENCY, \
-            f"slowest request took {max(self.latencies):.2f}s"
 
 
 def assert_all_delivered(redis, visitors, timeout=30, key="referral:events",
@@ -116,7 +68,7 @@ def spool_drained(spool):
 
 
 def outage(n, redis, spool):
-    traffic = Traffic(n.port).start()
+    traffic = ClickTraffic(n.port, "traffic", pause=0.003).start()
     try:
         time.sleep(1.0)
         stop_redis(redis)
@@ -131,7 +83,7 @@ def outage(n, redis, spool):
         time.sleep(1.5)
     finally:
         traffic.stop()
-    traffic.check_requests()
+    traffic.check_requests(MAX_LATENCY)
     # Redis stopped between running an XADD and sending its reply: that
     # event is sent again, with the same id, and the worker applies it
     # once. Only XADDs in flight at that instant (a few, at this rate).
@@ -161,13 +113,13 @@ def test_redis_down_at_start_then_up(make_nginx):
     redis = RedisServer()  # a port, nothing listening yet
     try:
         n = make_nginx(module_http(f"127.0.0.1:{redis.port}", http=SPOOL))
-        traffic = Traffic(n.port).start()
+        traffic = ClickTraffic(n.port, "traffic", pause=0.003).start()
         time.sleep(1.5)
         assert referral_status(n.port)["redis"] != "connected"
         redis.start()
         time.sleep(1.5)
         traffic.stop()
-        traffic.check_requests()
+        traffic.check_requests(MAX_LATENCY)
         assert_all_delivered(redis, traffic.visitors)
     finally:
         redis.close()
@@ -189,7 +141,7 @@ def test_redis_killed_during_traffic_loses_nothing(make_nginx):
     redis = start_durable(RedisServer())
     try:
         n = make_nginx(module_http(f"127.0.0.1:{redis.port}", http=SPOOL), workers=2)
-        traffic = Traffic(n.port).start()
+        traffic = ClickTraffic(n.port, "traffic", pause=0.003).start()
         try:
             time.sleep(1.0)
             redis.proc.kill()
@@ -199,7 +151,7 @@ def test_redis_killed_during_traffic_loses_nothing(make_nginx):
             time.sleep(1.5)
         finally:
             traffic.stop()
-        traffic.check_requests()
+        traffic.check_requests(MAX_LATENCY)
         assert_all_delivered(redis, traffic.visitors, duplicates_allowed=True)
         assert referral_status(n.port)["dropped"] == 0
     finally:
@@ -209,14 +161,14 @@ def test_redis_killed_during_traffic_loses_nothing(make_nginx):
 def test_reload_while_redis_is_down_replays_what_old_workers_held(edge, redis):
     n = edge(http=SPOOL, workers=2)
     stop_redis(redis)
-    traffic = Traffic(n.port).start()
+    traffic = ClickTraffic(n.port, "traffic", pause=0.003).start()
     try:
         time.sleep(1.0)
         reload_and_wait(n)
         time.sleep(0.5)
     finally:
         traffic.stop()
-    traffic.check_requests()
+    traffic.check_requests(MAX_LATENCY)
     redis.start()
     assert_all_delivered(redis, traffic.visitors)
 
@@ -259,10 +211,10 @@ def test_unresponsive_redis_never_delays_requests(make_nginx):
         port = blackhole.getsockname()[1]
         n = make_nginx(module_http(f"127.0.0.1:{port}", http=SPOOL),
                        main="worker_shutdown_timeout 5s;")
-        traffic = Traffic(n.port, threads=2).start()
+        traffic = ClickTraffic(n.port, "traffic", threads=2, pause=0.003).start()
         time.sleep(3.0)
         traffic.stop()
-        traffic.check_requests()
+        traffic.check_requests(MAX_LATENCY)
         assert referral_status(n.port)["sent"] == 0
     finally:
         blackhole.close()
@@ -270,7 +222,7 @@ def test_unresponsive_redis_never_delays_requests(make_nginx):
 
 def test_reload_under_traffic_loses_nothing(edge, redis):
     n = edge(http=SPOOL, workers=2)
-    traffic = Traffic(n.port).start()
+    traffic = ClickTraffic(n.port, "traffic", pause=0.003).start()
     try:
         time.sleep(0.8)
         reload_and_wait(n)
@@ -279,31 +231,31 @@ def test_reload_under_traffic_loses_nothing(edge, redis):
         time.sleep(0.8)
     finally:
         traffic.stop()
-    traffic.check_requests()
+    traffic.check_requests(MAX_LATENCY)
     assert_all_delivered(redis, traffic.visitors)
 
 
 def test_reload_under_traffic_without_spool_loses_nothing(edge, redis):
     n = edge(workers=2)
-    traffic = Traffic(n.port).start()
+    traffic = ClickTraffic(n.port, "traffic", pause=0.003).start()
     try:
         time.sleep(0.8)
         reload_and_wait(n)
         time.sleep(0.8)
     finally:
         traffic.stop()
-    traffic.check_requests()
+    traffic.check_requests(MAX_LATENCY)
     assert_all_delivered(redis, traffic.visitors)
 
 
 def test_graceful_stop_right_after_a_burst_loses_nothing(edge, redis):
     n = edge(http=SPOOL)
-    traffic = Traffic(n.port, threads=4, pause=0).start()
+    traffic = ClickTraffic(n.port, "traffic", threads=4).start()
     time.sleep(1.0)
     traffic.stop()
     n.stop()          # SIGQUIT while events may still be in flight
     n.start()         # what was spooled at exit is replayed by the next run
-    traffic.check_requests()
+    traffic.check_requests(MAX_LATENCY)
     assert_all_delivered(redis, traffic.visitors)
 
 

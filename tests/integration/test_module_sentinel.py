@@ -5,49 +5,12 @@ request and loses no event. With `replicas=1` an event counts as sent only
 once the replica holds it, so the primary's death cannot take an
 acknowledged event with it."""
 
-import threading
 import time
 
 import pytest
 
-from harness import (Nginx, RedisClient, SentinelSet, echoed, free_port, http_request,
+from harness import (ClickTraffic, Nginx, RedisClient, SentinelSet, echoed, free_port, http_request,
                      module_http, referral_status, wait_until)
-
-
-class Traffic:
-    def __init__(self, port, threads=3):
-        self.port = port
-        self.visitors, self.failures = [], []
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(k,)) for k in range(threads)]
-
-    def run(self, k):
-        i = 0
-        while not self.done.is_set():
-            i += 1
-            try:
-                r = http_request(self.port, f"/?ref=failover_{k}_{i}")
-                with self.lock:
-                    if r.status == 200 and r.elapsed < 1.0:
-                        self.visitors.append(echoed(r)["visitor"])
-                    else:
-                        self.failures.append((r.status, r.elapsed))
-            except Exception as exc:  # noqa: BLE001 - every failure is reported
-                with self.lock:
-                    self.failures.append(repr(exc))
-            time.sleep(0.002)
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def stop(self):
-        self.done.set()
-        for t in self.threads:
-            t.join()
-        return self
 
 
 @pytest.fixture
@@ -75,7 +38,7 @@ def test_failover_under_traffic_fails_nothing_and_loses_nothing(make_nginx, sent
     s = sentinels
     n = make_nginx(module_http(f"{sentinel_addrs(s)} sentinel={s.SERVICE} replicas=1",
                                http="    referral_spool {dir}/spool;"), workers=2)
-    traffic = Traffic(n.port).start()
+    traffic = ClickTraffic(n.port, "failover", pause=0.002, max_elapsed=1.0).start()
     try:
         time.sleep(1.5)
         old = s.primary_port()
