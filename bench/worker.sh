@@ -100,6 +100,23 @@ fresh_db() { # BACKEND -> prints the database URL, migrated, with CODE owned by 
   echo "$db"
 }
 
+# One result line: events/s and us/event for N events drained in T1 - T0.
+report() { # BACKEND N WHAT T0 T1 TAIL
+  python3 - "$@" <<'PY'
+import sys
+backend, n, what, t0, t1, tail = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+s = t1 - t0
+print(f"{backend:<11} {n:>9} {what}  {s:8.2f} s  {n / s:>10,.0f} events/s  {s / n * 1e6:7.2f} us/event  {tail}")
+PY
+}
+
+# A fresh stream of N events from GENERATOR (generate, generate_conversions).
+fill() { # GENERATOR N
+  redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
+  "$1" "$2" "$CODE" | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
+  [ "$(redis-cli -p "$REDIS_PORT" xlen referral:events)" -eq "$2" ] || { echo "fill failed" >&2; exit 1; }
+}
+
 run_one() { # BACKEND N BATCH
   local backend=$1 n=$2 batch=$3 db t0 t1 stored
   db=$(fresh_db "$backend")
@@ -110,14 +127,7 @@ run_one() { # BACKEND N BATCH
   t1=$(date +%s.%N)
   stored=$("$CTL" --json --database "$db" stats |
            python3 -c 'import json,sys; r=json.load(sys.stdin)["referrers"]; print(r[0]["clicks"] if r else 0)')
-  python3 - "$backend" "$n" "$batch" "$t0" "$t1" "$stored" <<'PY'
-import sys
-backend, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-t0, t1, stored = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
-s = t1 - t0
-print(f"{backend:<11} {n:>9} events  batch {batch:>5}  {s:8.2f} s  {n / s:>10,.0f} events/s"
-      f"  {s / n * 1e6:7.2f} us/event  stored {stored}")
-PY
+  report "$backend" "$n" "events  batch $(printf %5d "$batch")" "$t0" "$t1" "stored $stored"
   [ "$stored" -eq "$n" ] || { echo "bench/worker.sh: stored $stored of $n" >&2; exit 1; }
 }
 
@@ -184,14 +194,7 @@ TOML
   else
     rewards=$(psql -X -q -t -A "$db" -c "SELECT count(*) FROM referral_reward")
   fi
-  python3 - "$backend" "$n" "$t0" "$t1" "$rewards" <<'PY'
-import sys
-backend, n = sys.argv[1], int(sys.argv[2])
-t0, t1, rewards = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-s = t1 - t0
-print(f"{backend:<11} {n:>9} conversions  {s:8.2f} s  {n / s:>10,.0f} events/s"
-      f"  {s / n * 1e6:7.2f} us/event  rewards {rewards}")
-PY
+  report "$backend" "$n" "conversions" "$t0" "$t1" "rewards $rewards"
   # two rules, both sides, every friend
   [ "$rewards" -eq $(( n / 2 * 4 )) ] || { echo "bench/worker.sh: $rewards rewards, expected $(( n / 2 * 4 ))" >&2; exit 1; }
 }
@@ -209,13 +212,7 @@ run_many() { # BACKEND N WORKERS: that many workers --once in one consumer group
   t1=$(date +%s.%N)
   stored=$("$CTL" --json --database "$db" stats |
            python3 -c 'import json,sys; r=json.load(sys.stdin)["referrers"]; print(r[0]["clicks"] if r else 0)')
-  python3 - "$backend" "$n" "$workers" "$t0" "$t1" "$stored" <<'PY'
-import sys
-backend, n, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-t0, t1, stored = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
-s = t1 - t0
-print(f"{backend:<11} {n:>9} events  {w} worker(s)  {s:8.2f} s  {n / s:>10,.0f} events/s  stored {stored}")
-PY
+  report "$backend" "$n" "events  $workers worker(s)" "$t0" "$t1" "stored $stored"
   [ "$stored" -eq "$n" ] || { echo "bench/worker.sh: stored $stored of $n" >&2; exit 1; }
 }
 
@@ -223,9 +220,7 @@ read -r -a WORKER_COUNTS <<<"${BENCH_WORKERS:-1 2 4}"
 
 echo "referral-worker --once draining click events for one known code"
 for n in "${SIZES[@]}"; do
-  redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
-  generate "$n" "$CODE" | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
-  [ "$(redis-cli -p "$REDIS_PORT" xlen referral:events)" -eq "$n" ] || { echo "fill failed" >&2; exit 1; }
+  fill generate "$n"
   for backend in sqlite postgresql; do
     for batch in "${BATCHES[@]}"; do
       run_one "$backend" "$n" "$batch"
@@ -240,9 +235,7 @@ done
 read -r -a CONVERSIONS <<<"${BENCH_CONVERSIONS-20000}"
 [ ${#CONVERSIONS[@]} -eq 0 ] || echo "referral-worker --once draining conversions (signup, then subscribe; two rewards each)"
 for n in "${CONVERSIONS[@]}"; do
-  redis-cli -p "$REDIS_PORT" del referral:events >/dev/null
-  generate_conversions "$n" "$CODE" | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
-  [ "$(redis-cli -p "$REDIS_PORT" xlen referral:events)" -eq "$n" ] || { echo "fill failed" >&2; exit 1; }
+  fill generate_conversions "$n"
   for backend in sqlite postgresql; do
     run_conversions "$backend" "$n"
   done
