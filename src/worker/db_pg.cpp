@@ -225,8 +225,7 @@ private:
             if (!PQsendPrepare(conn_, name.c_str(), sql, static_cast<int>(params.size()), nullptr))
                 throw lost("prepare");
             prepared_[i] = Prepared::sent;
-            queued_.push_back(Queued{id, nullptr});
-            statement_names_.push_back("prepare " + name);
+            queued_.push_back(Queued{id, nullptr, "prepare " + name});
         }
         // Text parameters must be NUL-terminated for libpq, which copies
         // them into its output buffer right away.
@@ -252,8 +251,7 @@ private:
         if (!PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
                                  nullptr, 0))
             throw lost(name.c_str());
-        queued_.push_back(Queued{-1, rows});
-        statement_names_.push_back(std::move(name));
+        queued_.push_back(Queued{-1, rows, std::move(name)});
     }
 
     // BEGIN or COMMIT, unnamed, into the pipeline.
@@ -261,8 +259,7 @@ private:
         if (queued_.size() >= kMaxQueued) sync();
         enter_pipeline();
         if (!PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0)) throw lost(sql);
-        queued_.push_back(Queued{-1, nullptr});
-        statement_names_.emplace_back(sql);
+        queued_.push_back(Queued{-1, nullptr, sql});
     }
 
     void enter_pipeline() {
@@ -293,7 +290,7 @@ private:
             const Queued& q = queued_[k];
             Result r(PQgetResult(conn_));
             if (!r) {  // the connection failed
-                if (!failed) failed.emplace(lost(statement_names_[k].c_str()));
+                if (!failed) failed.emplace(lost(q.what.c_str()));
                 connection_ok = false;
                 break;
             }
@@ -309,7 +306,7 @@ private:
                 }
             } else if (st != PGRES_PIPELINE_ABORTED && !failed) {
                 try {
-                    check(r.get(), statement_names_[k].c_str());
+                    check(r.get(), q.what.c_str());
                 } catch (DbError& e) {
                     failed.emplace(std::move(e));
                 }
@@ -328,7 +325,6 @@ private:
         for (auto& p : prepared_)
             if (p == Prepared::sent) p = Prepared::no;
         queued_.clear();
-        statement_names_.clear();
         if (connection_ok && !PQexitPipelineMode(conn_)) {
             connection_ok = false;
             if (!failed) failed.emplace(lost("pipeline end"));
@@ -382,12 +378,12 @@ private:
     struct Queued {
         int prepare_of;      // a PQsendPrepare of this statement id, else -1
         std::int64_t* rows;  // adds the changed-row count here, if set
+        std::string what;    // the statement's name, for messages
     };
 
     PGconn* conn_ = nullptr;
     std::vector<Prepared> prepared_;
-    std::vector<Queued> queued_;                 // sent, results not read yet, in order
-    std::vector<std::string> statement_names_;   // parallel to queued_, for messages
+    std::vector<Queued> queued_;  // sent, results not read yet, in order
     bool in_tx_ = false;
     bool broken_ = false;  // a pipeline ended without its sync: never used again
     std::string a_event_, a_ref_, a_visitor_, a_ip_, a_ua_, a_target_, a_referer_, a_host_, a_at_;

@@ -242,14 +242,13 @@ bool Worker::ensure_group() {
 // new entries; a sweep again every claim_idle/2 (1 to 30 s). Returns an
 // empty batch when there was nothing; throws RedisError.
 std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
-    const std::string count = std::to_string(o_.config.batch);
     auto b = std::make_unique<Batch>();
     if (*phase == Phase::pending) {
         // From the start of our pending list: wait for the batches in
         // flight first, so that none is read twice.
         if (pending_after_ == "0" && !queue_.wait_idle()) return b;
         redisReply* r = reader_.command_into({"XREADGROUP", "GROUP", o_.config.group, o_.consumer, "COUNT",
-                                              count, "STREAMS", o_.config.stream, pending_after_},
+                                              count_arg_, "STREAMS", o_.config.stream, pending_after_},
                                              &b->arena);
         b->entries = stream_entries(r);
         if (b->entries.empty()) {
@@ -262,7 +261,7 @@ std::unique_ptr<Batch> Worker::read_batch(Phase* phase) {
         if (!queue_.wait_idle()) return b;  // never claim our own entries in flight
         const std::string min_idle = std::to_string(o_.config.claim_idle_ms);
         redisReply* r = reader_.command_into({"XAUTOCLAIM", o_.config.stream, o_.config.group, o_.consumer,
-                                              min_idle, claim_cursor_, "COUNT", count},
+                                              min_idle, claim_cursor_, "COUNT", count_arg_},
                                              &b->arena);
         claim_cursor_ = "0-0";
         if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
