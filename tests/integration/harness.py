@@ -514,6 +514,25 @@ def echoed(resp):
     return out
 
 
+def referral_edge(redis_port, backend):
+    """nginx.conf lines of the edge the demo runs: /r/CODE takes the code and
+    redirects to /, everything else goes to the backend on port `backend`
+    with X-Referral-Code. `{dir}` and `{port}` are left for Nginx."""
+    return f"""
+    referral_redis 127.0.0.1:{redis_port};
+    referral_secret {{dir}}/keys/key1;
+    server {{
+        listen 127.0.0.1:{{port}};
+        referral on;
+        location ~ ^/r/(?<c>[^/]+)$ {{ referral_code $c; return 302 /; }}
+        location / {{
+            proxy_pass http://127.0.0.1:{backend};
+            proxy_set_header X-Referral-Code $referral_code;
+        }}
+    }}
+"""
+
+
 class ClickTraffic:
     """Clicks from a few threads until stop(), each a new visitor
     (`/?ref=PREFIX_THREAD_N`, no cookie). An answer that is 200 and `new`

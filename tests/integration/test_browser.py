@@ -14,7 +14,8 @@ import pytest
 
 from api_harness import ApiServer
 from browser import Chromium
-from harness import BUILD_DIR, SOURCE_DIR, WORKER, MainDb, Nginx, RedisServer, ctl, free_port, http_request
+from harness import (BUILD_DIR, SOURCE_DIR, WORKER, MainDb, Nginx, RedisServer, ctl, free_port, http_request,
+                     referral_edge)
 
 ARTIFACTS = os.path.join(BUILD_DIR, "artifacts")
 STATUSES = ["pending", "review", "available", "paid", "redeemed", "reversed", "rejected"]
@@ -58,17 +59,7 @@ def stack(request, tmp):
     api = ApiServer(tmp, db.url, redis_url=redis.url, link_base=f"http://127.0.0.1:{nginx.port}/r/").start()
     backend = free_port()
     nginx.write(f"""
-    referral_redis 127.0.0.1:{redis.port};
-    referral_secret {{dir}}/keys/key1;
-    server {{
-        listen 127.0.0.1:{{port}};
-        referral on;
-        location ~ ^/r/(?<c>[^/]+)$ {{ referral_code $c; return 302 /; }}
-        location / {{
-            proxy_pass http://127.0.0.1:{backend};
-            proxy_set_header X-Referral-Code $referral_code;
-        }}
-    }}
+    {referral_edge(redis.port, backend)}
     {demo_server(backend, api.port, api.token)}
 """)
     nginx.start()

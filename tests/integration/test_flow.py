@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from harness import (WORKER, MainDb, Nginx, RedisServer, ctl, free_port,
-                     http_request)
+from harness import (WORKER, MainDb, Nginx, RedisServer, ctl, free_port, http_request,
+                     referral_edge)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -23,17 +23,7 @@ def stack(request, tmp):
     ctl(db.url, "migrate", check=True)
     backend = free_port()
     nginx = Nginx(f"""
-    referral_redis 127.0.0.1:{redis.port};
-    referral_secret {{dir}}/keys/key1;
-    server {{
-        listen 127.0.0.1:{{port}};
-        referral on;
-        location ~ ^/r/(?<c>[^/]+)$ {{ referral_code $c; return 302 /; }}
-        location / {{
-            proxy_pass http://127.0.0.1:{backend};
-            proxy_set_header X-Referral-Code $referral_code;
-        }}
-    }}
+    {referral_edge(redis.port, backend)}
     server {{
         listen 127.0.0.1:{backend};
         location = /signup {{
