@@ -50,13 +50,13 @@ void record_event(ngx_http_request_t* r, const char* type, const RequestCtx* ctx
     e.conversion = conversion;
 
     std::string_view stream = view(mcf->stream);
-    size_t size = referral::xadd_size(stream, e);
-    char* buf = static_cast<char*>(ngx_pnalloc(r->pool, size));
+    const referral::Xadd xadd(stream, e);
+    char* buf = static_cast<char*>(ngx_pnalloc(r->pool, xadd.size()));
     if (buf == nullptr) {
         count(&Counters::dropped);
         return;
     }
-    size_t len = referral::xadd_encode(stream, e, buf);
+    size_t len = xadd.encode(buf);
     if (conversion == nullptr) count(&Counters::clicks);
     deliver(r->connection->log, buf, len);
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/code.h"
+#include "core/decimal.h"
 #include "core/hmac.h"
 #include "core/random.h"
 
@@ -105,17 +106,8 @@ std::size_t sign_cookie(std::string_view code, std::string_view visitor,
         first_ts_ms > kMaxTs || !usable(key)) {
         return 0;
     }
-    char ts[24];
-    int tslen = 0;
-    {
-        char rev[24];
-        std::int64_t v = first_ts_ms;
-        do {
-            rev[tslen++] = static_cast<char>('0' + v % 10);
-            v /= 10;
-        } while (v > 0);
-        for (int i = 0; i < tslen; i++) ts[i] = rev[tslen - 1 - i];
-    }
+    char ts[kMaxDecimalLen];
+    const std::size_t tslen = write_decimal(static_cast<std::uint64_t>(first_ts_ms), ts);
     std::size_t body = 2 + code.size() + 1 + visitor.size() + 1 + tslen;
     std::size_t total = body + 1 + kMacChars;
     if (total > cap || total > kCookieMaxLen) return 0;

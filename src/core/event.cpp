@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "core/decimal.h"
+
 namespace referral {
 namespace {
 
@@ -9,28 +11,20 @@ std::string_view cut(std::string_view s, std::size_t max) noexcept {
     return s.size() > max ? s.substr(0, max) : s;
 }
 
-// Decimal without allocation; `buf` holds at least 21 bytes.
+// `buf` holds at least 21 bytes.
 std::string_view decimal(std::int64_t v, char* buf) noexcept {
-    char tmp[24];
-    std::size_t n = 0;
-    bool neg = v < 0;
-    std::uint64_t u = neg ? 0 - static_cast<std::uint64_t>(v)
-                          : static_cast<std::uint64_t>(v);
-    do {
-        tmp[n++] = static_cast<char>('0' + u % 10);
-        u /= 10;
-    } while (u > 0);
-    std::size_t o = 0;
-    if (neg) buf[o++] = '-';
-    while (n > 0) buf[o++] = tmp[--n];
-    return std::string_view(buf, o);
+    const bool neg = v < 0;
+    const std::uint64_t u = neg ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
+    char* end = buf + 21;
+    char* p = decimal_before(u, end);
+    if (neg) *--p = '-';
+    return std::string_view(p, static_cast<std::size_t>(end - p));
 }
 
-// Visits every argument of the command in order; the size pass and the
-// write pass share it so they cannot disagree.
-template <typename F>
-void each_arg(std::string_view stream, const Event& e, F&& f) {
-    char ts[24], first[24];
+}  // namespace
+
+Xadd::Xadd(std::string_view stream, const Event& e) noexcept {
+    auto f = [this](std::string_view a) { args_[argc_++] = a; };
     f("XADD");
     f(stream);
     f("*");
@@ -41,13 +35,13 @@ void each_arg(std::string_view stream, const Event& e, F&& f) {
     f("type");
     f(e.type);
     f("ts");
-    f(decimal(e.ts_ms, ts));
+    f(decimal(e.ts_ms, ts_));
     f("code");
     f(e.code);
     f("visitor");
     f(e.visitor);
     f("first_ts");
-    f(e.first_ts_ms > 0 ? decimal(e.first_ts_ms, first) : std::string_view());
+    f(e.first_ts_ms > 0 ? decimal(e.first_ts_ms, first_ts_) : std::string_view());
     f("ip");
     f(cut(e.ip, kIpMaxLen));
     f("ua");
@@ -73,49 +67,29 @@ void each_arg(std::string_view stream, const Event& e, F&& f) {
         f("customer");
         f(c.customer);
     }
-}
-
-std::size_t digits(std::size_t v) noexcept {
-    std::size_t n = 1;
-    while (v >= 10) {
-        v /= 10;
-        n++;
+    size_ = 1 + decimal_len(argc_) + 2;  // *<argc>\r\n
+    for (std::size_t i = 0; i < argc_; i++) {
+        size_ += 1 + decimal_len(args_[i].size()) + 2 + args_[i].size() + 2;  // $<len>\r\n<a>\r\n
     }
-    return n;
 }
 
-}  // namespace
-
-std::size_t xadd_size(std::string_view stream, const Event& e) noexcept {
-    std::size_t argc = 0, size = 0;
-    each_arg(stream, e, [&](std::string_view a) {
-        argc++;
-        size += 1 + digits(a.size()) + 2 + a.size() + 2;  // $<len>\r\n<a>\r\n
-    });
-    return size + 1 + digits(argc) + 2;  // *<argc>\r\n
-}
-
-std::size_t xadd_encode(std::string_view stream, const Event& e,
-                        char* out) noexcept {
-    std::size_t argc = 0;
-    each_arg(stream, e, [&](std::string_view) { argc++; });
-    char num[24];
+std::size_t Xadd::encode(char* out) const noexcept {
     char* p = out;
-    auto put = [&](std::string_view s) {
-        if (s.empty()) return;
-        std::memcpy(p, s.data(), s.size());
-        p += s.size();
+    auto number = [&](char prefix, std::size_t n) {
+        *p++ = prefix;
+        p += write_decimal(n, p);
+        *p++ = '\r';
+        *p++ = '\n';
     };
-    put("*");
-    put(decimal(static_cast<std::int64_t>(argc), num));
-    put("\r\n");
-    each_arg(stream, e, [&](std::string_view a) {
-        put("$");
-        put(decimal(static_cast<std::int64_t>(a.size()), num));
-        put("\r\n");
-        put(a);
-        put("\r\n");
-    });
+    number('*', argc_);
+    for (std::size_t i = 0; i < argc_; i++) {
+        const std::string_view a = args_[i];
+        number('$', a.size());
+        if (!a.empty()) std::memcpy(p, a.data(), a.size());
+        p += a.size();
+        *p++ = '\r';
+        *p++ = '\n';
+    }
     return static_cast<std::size_t>(p - out);
 }
 

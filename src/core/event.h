@@ -34,12 +34,30 @@ struct Event {
     const Conversion* conversion = nullptr;  // conversions only
 };
 
-// Exact size of the encoded command, so the caller can allocate once.
-std::size_t xadd_size(std::string_view stream, const Event& e) noexcept;
+// The command for one event: its arguments are gathered once (the numbers
+// written out once), so the size and the bytes come from the same list.
+// It points into the Event (and into itself): keep both alive and in place
+// until encode() has run.
+class Xadd {
+public:
+    Xadd(std::string_view stream, const Event& e) noexcept;
+    Xadd(const Xadd&) = delete;
+    Xadd& operator=(const Xadd&) = delete;
 
-// Writes the command into `out` (which holds at least xadd_size bytes) and
-// returns the number of bytes written.
-std::size_t xadd_encode(std::string_view stream, const Event& e,
-                        char* out) noexcept;
+    // Exact size of the encoded command, so the caller can allocate once.
+    std::size_t size() const noexcept { return size_; }
+
+    // Writes the command into `out` (which holds at least size() bytes) and
+    // returns the number of bytes written.
+    std::size_t encode(char* out) const noexcept;
+
+private:
+    static constexpr std::size_t kMaxArgs = 40;
+    std::string_view args_[kMaxArgs];
+    std::size_t argc_ = 0;
+    std::size_t size_ = 0;
+    char ts_[24];
+    char first_ts_[24];
+};
 
 }  // namespace referral

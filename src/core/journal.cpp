@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/spool.h"
+
 namespace referral {
 
 Journal::Journal(std::string dir, std::size_t segment_bytes)
@@ -65,9 +67,9 @@ bool Journal::open_segment(std::size_t capacity, std::string* err) {
 }
 
 std::uint64_t Journal::add(std::string_view record, std::string* err) {
-    char head[24];
-    const int hl = std::snprintf(head, sizeof(head), "%zu\n", record.size());
-    const std::size_t need = static_cast<std::size_t>(hl) + record.size();
+    char head[kRecordHeadMax];
+    const std::size_t hl = write_record_head(record.size(), head);
+    const std::size_t need = hl + record.size();
     // A full segment (one byte kept for the NUL after the last record) is
     // followed by a new one, sized for the record if it is a large one.
     if (segs_.empty() || segs_.back().used + need + 1 > segs_.back().capacity) {
@@ -79,7 +81,7 @@ std::uint64_t Journal::add(std::string_view record, std::string* err) {
     // The NUL after it first, then all but its first byte, then the first
     // byte over the NUL that ended the file: a reader never sees half of it.
     if (s.used + need < s.capacity) at[need] = '\0';
-    std::memcpy(at + 1, head + 1, static_cast<std::size_t>(hl) - 1);
+    std::memcpy(at + 1, head + 1, hl - 1);
     std::memcpy(at + hl, record.data(), record.size());
     std::atomic_signal_fence(std::memory_order_release);  // keep the stores in this order
     at[0] = head[0];

@@ -33,7 +33,10 @@ bool draw(unsigned char* out, std::size_t n) noexcept {
         pool.pos = 0;
     }
     std::memcpy(out, pool.buf + pool.pos, n);
-    OPENSSL_cleanse(pool.buf + pool.pos, n);  // handed out once only
+    // Handed out once only. A plain memset: the pool outlives this call, so
+    // the compiler cannot drop the stores (OPENSSL_cleanse exists for
+    // buffers about to die), and it is a call less per id.
+    std::memset(pool.buf + pool.pos, 0, n);
     pool.pos += n;
     return true;
 }
@@ -69,10 +72,15 @@ bool time_ordered_id(std::int64_t unix_ms, char out[kIdLen]) noexcept {
 
 bool is_id(std::string_view s) noexcept {
     if (s.size() != kIdLen) return false;
+    // No branch per character: in a random id, digit or letter is a coin
+    // toss, and a branch on it mispredicts about once every other byte,
+    // which cost more than the rest of the check on every click.
+    unsigned bad = 0;
     for (char c : s) {
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+        const unsigned u = static_cast<unsigned char>(c);
+        bad |= static_cast<unsigned>(u - '0' > 9u) & static_cast<unsigned>(u - 'a' > 5u);
     }
-    return true;
+    return bad == 0;
 }
 
 std::string random_code(std::size_t len) {

@@ -148,9 +148,9 @@ bool Spool::open_part(std::int64_t first_ms, std::string* err) {
 }
 
 bool Spool::append(std::string_view record, std::int64_t queued_ms, std::string* err) {
-    char head[24];
-    int hl = std::snprintf(head, sizeof(head), "%zu\n", record.size());
-    full_ = max_bytes_ > 0 && dir_bytes_ + static_cast<std::size_t>(hl) + record.size() > max_bytes_;
+    char head[kRecordHeadMax];
+    const std::size_t hl = write_record_head(record.size(), head);
+    full_ = max_bytes_ > 0 && dir_bytes_ + hl + record.size() > max_bytes_;
     if (full_) {
         *err = "the spool directory is full (max_size)";
         return false;
@@ -158,7 +158,7 @@ bool Spool::append(std::string_view record, std::int64_t queued_ms, std::string*
     if (part_fd_ < 0 && !open_part(queued_ms, err)) return false;
     struct iovec iov[2];
     iov[0].iov_base = head;
-    iov[0].iov_len = static_cast<std::size_t>(hl);
+    iov[0].iov_len = hl;
     iov[1].iov_base = const_cast<char*>(record.data());
     iov[1].iov_len = record.size();
     std::size_t want = iov[0].iov_len + iov[1].iov_len;

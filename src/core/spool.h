@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/decimal.h"
+
 namespace referral {
 
 class Spool {
@@ -91,6 +93,16 @@ private:
     unsigned long seq_ = 0;
     std::map<std::string, int> claims_;  // claim name -> locked fd
 };
+
+// The head of a record of `len` bytes, "<len>\n", written at `out` (room
+// for kRecordHeadMax bytes); returns its length. The journal's records are
+// the same (core/journal.h).
+constexpr std::size_t kRecordHeadMax = kMaxDecimalLen + 1;
+inline std::size_t write_record_head(std::size_t len, char* out) noexcept {
+    const std::size_t n = write_decimal(len, out);
+    out[n] = '\n';
+    return n + 1;
+}
 
 // Splits a spool file's contents into records; stops at a torn tail (a
 // record cut short by a crash) and reports how many bytes it ignored.

@@ -15,6 +15,7 @@ extern "C" {
 #include <vector>
 
 #include "core/conversion.h"
+#include "core/decimal.h"
 #include "core/event.h"
 
 using referral::Conversion;
@@ -61,10 +62,11 @@ bool parse_resp(std::string_view in, std::vector<std::string>* out) {
 }
 
 std::string encode(std::string_view stream, const Event& e) {
-    std::size_t n = referral::xadd_size(stream, e);
+    const referral::Xadd xadd(stream, e);
+    std::size_t n = xadd.size();
     // Guard bytes after the announced size catch any overrun.
     std::string buf(n + 16, '#');
-    std::size_t w = referral::xadd_encode(stream, e, &buf[0]);
+    std::size_t w = xadd.encode(&buf[0]);
     assert_int_equal(w, n);
     for (std::size_t i = n; i < buf.size(); i++) assert_int_equal(buf[i], '#');
     buf.resize(w);
@@ -217,9 +219,16 @@ void test_size_matches(void**) {
             assert_true(a[1] == stream);
         }
     }
-    // Extreme timestamps.
-    for (std::int64_t ts : {std::int64_t{0}, std::int64_t{-1}, INT64_MAX, INT64_MIN,
-                            std::int64_t{9}, std::int64_t{10}}) {
+    // Extreme timestamps, and both sides of every power of ten (the
+    // encoder writes two digits at a time).
+    std::vector<std::int64_t> stamps = {0, -1, INT64_MAX, INT64_MIN, INT64_MAX - 1, INT64_MIN + 1};
+    for (std::int64_t p = 1; p <= INT64_MAX / 10; p *= 10) {
+        for (std::int64_t ts : {p - 1, p, p + 1, 10 * p - 1}) {
+            stamps.push_back(ts);
+            stamps.push_back(-ts);
+        }
+    }
+    for (std::int64_t ts : stamps) {
         Event e = click();
         e.ts_ms = ts;
         e.first_ts_ms = ts;
@@ -300,9 +309,38 @@ void test_binary_safe(void**) {
 
 }  // namespace
 
+// core/decimal.h, which the encoder, the cookie and the journal share:
+// against std::to_string on both sides of every power of ten, the ends of
+// the range and a spread of values in between.
+void test_decimal(void**) {
+    std::vector<std::uint64_t> values = {0, UINT64_MAX, UINT64_MAX - 1};
+    for (std::uint64_t p = 1; p <= UINT64_MAX / 10; p *= 10) {
+        for (std::uint64_t v : {p - 1, p, p + 1, 10 * p - 1}) values.push_back(v);
+    }
+    std::uint64_t x = 88172645463325252ULL;  // xorshift64
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        values.push_back(x >> (i % 64));
+    }
+    for (std::uint64_t v : values) {
+        char buf[referral::kMaxDecimalLen + 2];
+        std::memset(buf, '#', sizeof(buf));
+        const std::size_t n = referral::write_decimal(v, buf + 1);
+        const std::string want = std::to_string(v);
+        assert_int_equal(n, want.size());
+        assert_int_equal(referral::decimal_len(v), want.size());
+        assert_true(std::string(buf + 1, n) == want);
+        assert_int_equal(buf[0], '#');  // nothing written outside
+        assert_int_equal(buf[n + 1], '#');
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_click),
+        cmocka_unit_test(test_decimal),
         cmocka_unit_test(test_exact_wire),
         cmocka_unit_test(test_conversion),
         cmocka_unit_test(test_size_matches),
