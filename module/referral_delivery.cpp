@@ -180,6 +180,7 @@ private:
             failed("no free nginx connection");
             return;
         }
+        redis_use_typed_replies(ac);  // the callbacks below read no reply text
         ac->data = this;
         ac_ = ac;
         generation_++;

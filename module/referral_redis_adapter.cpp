@@ -87,7 +87,43 @@ void cleanup(void* data) noexcept {
     c->fd = static_cast<ngx_socket_t>(-1);  // hiredis closes it, not nginx
 }
 
+// Read-only in practice: callbacks look at `type` alone (str is null, len
+// 0), and free_reply() never frees them.
+redisReply bulk_reply = {};
+redisReply status_reply = {};
+redisReplyObjectFunctions typed_functions;
+const redisReplyObjectFunctions* hiredis_functions = nullptr;
+
+void* create_string(const redisReadTask* task, char* str, size_t len) noexcept {
+    if (task->parent == nullptr) {
+        if (task->type == REDIS_REPLY_STRING) return &bulk_reply;
+        if (task->type == REDIS_REPLY_STATUS) return &status_reply;
+    }
+    return hiredis_functions->createString(task, str, len);
+}
+
+void free_reply(void* reply) noexcept {
+    if (reply == &bulk_reply || reply == &status_reply) return;
+    hiredis_functions->freeObject(reply);
+}
+
 }  // namespace
+
+void redis_use_typed_replies(redisAsyncContext* ac) noexcept {
+    redisReader* reader = ac->c.reader;
+    if (reader == nullptr || reader->fn == nullptr) return;
+    if (hiredis_functions == nullptr) {
+        // hiredis's defaults, whatever fields this version has, with two
+        // of them replaced.
+        hiredis_functions = reader->fn;
+        typed_functions = *reader->fn;
+        typed_functions.createString = create_string;
+        typed_functions.freeObject = free_reply;
+        bulk_reply.type = REDIS_REPLY_STRING;
+        status_reply.type = REDIS_REPLY_STATUS;
+    }
+    if (reader->fn == hiredis_functions) reader->fn = &typed_functions;
+}
 
 bool redis_attach(redisAsyncContext* ac, ngx_log_t* log) noexcept {
     ngx_connection_t* c = ngx_get_connection(ac->c.fd, log);

@@ -20,13 +20,14 @@ struct RandomPool {
 };
 
 thread_local RandomPool pool;
-pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 void empty_pool_in_child() { pool.pos = sizeof(pool.buf); }
-void register_atfork() { pthread_atfork(nullptr, nullptr, empty_pool_in_child); }
 
 bool draw(unsigned char* out, std::size_t n) noexcept {
-    pthread_once(&atfork_once, register_atfork);
+    // Registered on the first draw in the process; after that a guard
+    // byte checked inline rather than a call per draw.
+    static const bool registered = pthread_atfork(nullptr, nullptr, empty_pool_in_child) == 0;
+    (void)registered;
     if (n > sizeof(pool.buf)) return RAND_bytes(out, static_cast<int>(n)) == 1;
     if (sizeof(pool.buf) - pool.pos < n) {
         if (RAND_bytes(pool.buf, sizeof(pool.buf)) != 1) return false;
