@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@ Journal::Journal(std::string dir, std::size_t segment_bytes)
     : dir_(std::move(dir)), segment_bytes_(segment_bytes) {}
 
 Journal::~Journal() {
+    if (spare_) release(*spare_);
     while (!segs_.empty()) {
         Segment& s = segs_.front();
         if (s.live == 0) {
@@ -29,16 +31,45 @@ Journal::~Journal() {
     }
 }
 
+std::string Journal::segment_path(std::uint64_t id) const {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/j-%ld-%010llu.journal", static_cast<long>(getpid()),
+                  static_cast<unsigned long long>(id));
+    return dir_ + name;
+}
+
+// The spare becomes the newest segment under a new id and the name that
+// goes with it: a recovery replays a dead worker's segments by date, then
+// name, so the file must look as new as what it is about to hold. Its
+// pages are dirty already and writing them no longer touches the date.
+bool Journal::reuse_spare() {
+    for (int tries = 0; tries < 1000; tries++) {
+        std::string path = segment_path(next_id_);
+        // Never over a dead worker's file that had our pid.
+        if (renameat2(AT_FDCWD, spare_->path.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
+            futimens(spare_->fd, nullptr);
+            spare_->path = std::move(path);
+            spare_->id = next_id_++;
+            segs_.push_back(std::move(*spare_));
+            spare_.reset();
+            return true;
+        }
+        if (errno != EEXIST) break;
+        next_id_++;
+    }
+    release(*spare_);  // a fresh segment instead
+    spare_.reset();
+    return false;
+}
+
 bool Journal::open_segment(std::size_t capacity, std::string* err) {
+    if (spare_ && spare_->capacity >= capacity && reuse_spare()) return true;
     // O_EXCL: a file of that name is a dead worker's that had our pid (pids
     // are reused), waiting to be recovered; the next number is taken.
     std::string path;
     int fd = -1;
     for (int tries = 0; fd < 0 && tries < 1000; tries++) {
-        char name[64];
-        std::snprintf(name, sizeof(name), "/j-%ld-%010llu.journal", static_cast<long>(getpid()),
-                      static_cast<unsigned long long>(next_id_));
-        path = dir_ + name;
+        path = segment_path(next_id_);
         fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST) break;
         if (fd < 0) next_id_++;
@@ -90,10 +121,14 @@ std::uint64_t Journal::add(std::string_view record, std::string* err) {
     return s.id;
 }
 
+void Journal::release(Segment& s) noexcept {
+    unlink(s.path.c_str());
+    munmap(s.map, s.capacity);
+    close(s.fd);
+}
+
 void Journal::remove(std::deque<Segment>::iterator it) noexcept {
-    unlink(it->path.c_str());
-    munmap(it->map, it->capacity);
-    close(it->fd);
+    release(*it);
     segs_.erase(it);
 }
 
@@ -102,11 +137,16 @@ void Journal::settle(std::uint64_t segment) noexcept {
         if (it->id != segment) continue;
         if (it->live > 0) it->live--;
         if (it->live > 0) return;
-        if (std::next(it) != segs_.end()) {
-            remove(it);  // full and done with
+        it->map[0] = '\0';  // empty again: a reader stops at once
+        it->used = 0;
+        if (std::next(it) == segs_.end()) return;  // start over at the front
+        // Full and done with: the spare, unless there is one already or it
+        // was sized for one large record.
+        if (!spare_ && it->capacity == segment_bytes_) {
+            spare_.emplace(std::move(*it));  // moves a string: no allocation
+            segs_.erase(it);
         } else {
-            it->map[0] = '\0';  // empty again: start over at the front
-            it->used = 0;
+            remove(it);
         }
         return;
     }
