@@ -34,10 +34,11 @@ struct Event {
     const Conversion* conversion = nullptr;  // conversions only
 };
 
-// The command for one event: its arguments are gathered once (the numbers
-// written out once), so the size and the bytes come from the same list.
-// It points into the Event (and into itself): keep both alive and in place
-// until encode() has run.
+// The command for one event. Its constant arguments (XADD, the field
+// names) are framed at compile time; the values are gathered once (the
+// numbers written out once), so the size and the bytes come from the same
+// list. It points into the Event (and into itself): keep both alive and in
+// place until encode() has run.
 class Xadd {
 public:
     Xadd(std::string_view stream, const Event& e) noexcept;
@@ -52,9 +53,16 @@ public:
     std::size_t encode(char* out) const noexcept;
 
 private:
-    static constexpr std::size_t kMaxArgs = 40;
-    std::string_view args_[kMaxArgs];
-    std::size_t argc_ = 0;
+    // Bytes copied as they are (`framed`), or a value framed as a bulk
+    // string. No default initialisers: the array is filled, not cleared.
+    struct Piece {
+        const char* data;
+        std::size_t size;
+        bool framed;
+    };
+    static constexpr std::size_t kMaxPieces = 48;
+    Piece pieces_[kMaxPieces];
+    std::size_t count_ = 0;
     std::size_t size_ = 0;
     char ts_[24];
     char first_ts_[24];
