@@ -79,6 +79,7 @@ case "$cmd" in
   deb) "$ROOT/packaging/build-deb.sh" "$ROOT/build" ;;
   run) exec "$ROOT/tools/run-stack.sh" ;;
   bench)
+    "$ROOT/build/bench_click_path"
     "$ROOT/bench/edge.sh"
     "$ROOT/bench/worker.sh"
     "$ROOT/bench/delivery.sh"

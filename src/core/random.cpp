@@ -20,24 +20,20 @@ struct RandomPool {
 };
 
 thread_local RandomPool pool;
+pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 void empty_pool_in_child() { pool.pos = sizeof(pool.buf); }
+void register_atfork() { pthread_atfork(nullptr, nullptr, empty_pool_in_child); }
 
 bool draw(unsigned char* out, std::size_t n) noexcept {
-    // Registered on the first draw in the process; after that a guard
-    // byte checked inline rather than a call per draw.
-    static const bool registered = pthread_atfork(nullptr, nullptr, empty_pool_in_child) == 0;
-    (void)registered;
+    pthread_once(&atfork_once, register_atfork);
     if (n > sizeof(pool.buf)) return RAND_bytes(out, static_cast<int>(n)) == 1;
     if (sizeof(pool.buf) - pool.pos < n) {
         if (RAND_bytes(pool.buf, sizeof(pool.buf)) != 1) return false;
         pool.pos = 0;
     }
     std::memcpy(out, pool.buf + pool.pos, n);
-    // Handed out once only. A plain memset: the pool outlives this call, so
-    // the compiler cannot drop the stores (OPENSSL_cleanse exists for
-    // buffers about to die), and it is a call less per id.
-    std::memset(pool.buf + pool.pos, 0, n);
+    OPENSSL_cleanse(pool.buf + pool.pos, n);  // handed out once only
     pool.pos += n;
     return true;
 }
