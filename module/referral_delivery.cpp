@@ -469,8 +469,12 @@ private:
     void waited(const redisReply* reply) {
         waits_inflight_--;
         if (reply->type != REDIS_REPLY_INTEGER) {
+            // Only an error's text is kept (redis_use_typed_replies).
+            static const char kNotInteger[] = "not an integer reply";
+            const bool error = reply->type == REDIS_REPLY_ERROR;
             ngx_log_error(NGX_LOG_ERR, log_, 0, "referral: Redis refused WAIT: %*s",
-                          ngx_min(reply->len, static_cast<size_t>(200)), reply->str);
+                          error ? ngx_min(reply->len, static_cast<size_t>(200)) : sizeof(kNotInteger) - 1,
+                          error ? reply->str : kNotInteger);
             fail_connection("WAIT refused");
             return;
         }

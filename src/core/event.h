@@ -37,8 +37,8 @@ struct Event {
 // The command for one event. Its constant arguments (XADD, the field
 // names) are framed at compile time; the values are gathered once (the
 // numbers written out once), so the size and the bytes come from the same
-// list. It points into the Event (and into itself): keep both alive and in
-// place until encode() has run.
+// list. It points into `stream`, the Event and itself: keep them alive and
+// in place until encode() has run.
 class Xadd {
 public:
     Xadd(std::string_view stream, const Event& e) noexcept;

@@ -40,24 +40,31 @@ std::string Journal::segment_path(std::uint64_t id) const {
 
 // The spare becomes the newest segment under a new id and the name that
 // goes with it: a recovery replays a dead worker's segments by date, then
-// name, so the file must look as new as what it is about to hold. Its
-// pages are dirty already and writing them no longer touches the date.
+// name, so the file must look as new as what it is about to hold. Writing
+// its pages does not date it (they are dirty already, until the kernel
+// writes them back), so it is dated here. When either step fails, a fresh
+// segment instead; a directory that cannot rename without replacing (some
+// network filesystems) keeps no spare from then on.
 bool Journal::reuse_spare() {
     for (int tries = 0; tries < 1000; tries++) {
         std::string path = segment_path(next_id_);
         // Never over a dead worker's file that had our pid.
-        if (renameat2(AT_FDCWD, spare_->path.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
-            futimens(spare_->fd, nullptr);
-            spare_->path = std::move(path);
-            spare_->id = next_id_++;
-            segs_.push_back(std::move(*spare_));
-            spare_.reset();
-            return true;
+        if (renameat2(AT_FDCWD, spare_->path.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+            if (errno == EEXIST) {
+                next_id_++;
+                continue;
+            }
+            if (errno == EINVAL || errno == ENOSYS) keep_spare_ = false;
+            break;
         }
-        if (errno != EEXIST) break;
-        next_id_++;
+        spare_->path = std::move(path);
+        if (futimens(spare_->fd, nullptr) != 0) break;
+        spare_->id = next_id_++;
+        segs_.push_back(std::move(*spare_));
+        spare_.reset();
+        return true;
     }
-    release(*spare_);  // a fresh segment instead
+    release(*spare_);
     spare_.reset();
     return false;
 }
@@ -142,7 +149,7 @@ void Journal::settle(std::uint64_t segment) noexcept {
         if (std::next(it) == segs_.end()) return;  // start over at the front
         // Full and done with: the spare, unless there is one already or it
         // was sized for one large record.
-        if (!spare_ && it->capacity == segment_bytes_) {
+        if (keep_spare_ && !spare_ && it->capacity == segment_bytes_) {
             spare_.emplace(std::move(*it));  // moves a string: no allocation
             segs_.erase(it);
         } else {

@@ -84,6 +84,7 @@ private:
     std::size_t segment_bytes_;
     std::deque<Segment> segs_;  // oldest first; the back one is written to
     std::optional<Segment> spare_;  // emptied, of segment_bytes_
+    bool keep_spare_ = true;
     std::uint64_t next_id_ = 1;
 };
 

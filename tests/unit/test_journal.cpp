@@ -17,6 +17,7 @@ extern "C" {
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <ctime>
@@ -61,6 +62,20 @@ void age_all(const std::string& dir) {
     times[0].tv_sec -= 60;
     times[1] = times[0];
     for (const auto& n : names(dir)) utimensat(AT_FDCWD, (dir + "/" + n).c_str(), times, 0);
+}
+
+// Moves every file's date back by `seconds`, keeping their order (unlike
+// age_all, which gives them all one date).
+void shift_dates(const std::string& dir, long seconds) {
+    for (const auto& n : names(dir)) {
+        struct stat st;
+        const std::string path = dir + "/" + n;
+        assert_int_equal(stat(path.c_str(), &st), 0);
+        struct timespec times[2] = {st.st_atim, st.st_mtim};
+        times[0].tv_sec -= seconds;
+        times[1].tv_sec -= seconds;
+        assert_int_equal(utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+    }
 }
 
 std::string record(int i) { return "*2\r\n$4\r\nPING\r\n$" + std::to_string(std::to_string(i).size()) + "\r\n" + std::to_string(i) + "\r\n"; }
@@ -221,7 +236,7 @@ void journal_reuses_a_settled_segment_and_replays_only_live_records(void**) {
             // two first opened; renamed as they take turns.
             if (n == 1000) assert_true(seen.size() > 2 && j.segments() == 2);
             for (const auto& p : pending) live.push_back(p.second);
-        }  // closed with records live, as a kill would leave it
+        }  // closed with records live: those files stay, unlocked (the spare goes)
         assert_true(names(dir, "j-").size() <= 2);
         age_all(dir);  // one date for all: the names must give the order
         Spool s(dir, 1 << 20);
@@ -238,6 +253,51 @@ void journal_reuses_a_settled_segment_and_replays_only_live_records(void**) {
         }
         remove_dir(dir);
     }
+}
+
+// A reused segment is dated when it comes back: a recovery orders a dead
+// worker's segments by date first, and writing the pages of a reused file
+// no longer dates it.
+void journal_dates_a_reused_segment_as_new(void**) {
+    std::string dir = make_dir();
+    std::vector<std::string> expect;
+    {
+        Journal j(dir, 1024);
+        std::string err;
+        std::vector<std::uint64_t> first;
+        int i = 0;
+        while (j.segments() < 2) first.push_back(j.add(record(i++), &err));
+        const std::uint64_t b = first.back();  // the first record of the second segment
+        first.pop_back();
+        expect.push_back(record(i - 1));
+        for (std::uint64_t seg : first) j.settle(seg);  // the first segment is the spare now
+        assert_int_equal(j.segments(), 2);
+        usleep(50 * 1000);  // well past the granularity of file dates
+        struct timespec reused_at;
+        clock_gettime(CLOCK_REALTIME, &reused_at);
+        for (;;) {
+            const std::uint64_t seg = j.add(record(i), &err);
+            expect.push_back(record(i++));
+            if (seg != b) break;  // the spare took over: the second segment is full
+        }
+        assert_int_equal(j.segments(), 2);
+        // Under its new name (the highest number), dated no earlier than
+        // its return, give or take the file clock's tick; the second
+        // segment's date is 50 ms older.
+        std::vector<std::string> files = names(dir, "j-");
+        assert_int_equal(files.size(), 2);
+        std::sort(files.begin(), files.end());
+        struct stat st;
+        assert_int_equal(stat((dir + "/" + files.back()).c_str(), &st), 0);
+        const long long dated_ms = st.st_mtim.tv_sec * 1000LL + st.st_mtim.tv_nsec / 1000000;
+        const long long reused_ms = reused_at.tv_sec * 1000LL + reused_at.tv_nsec / 1000000;
+        assert_true(dated_ms >= reused_ms - 20);
+    }
+    shift_dates(dir, 60);  // old enough to be recovered, order kept
+    Spool s(dir, 1 << 20);
+    assert_int_equal(s.recover_orphans(), expect.size());
+    assert_true(replay_all(&s) == expect);
+    remove_dir(dir);
 }
 
 void journal_gives_a_large_record_a_segment_of_its_own(void**) {
@@ -296,6 +356,7 @@ int main() {
         cmocka_unit_test(journal_starts_over_once_all_is_settled),
         cmocka_unit_test(journal_with_nothing_live_is_deleted),
         cmocka_unit_test(journal_reuses_a_settled_segment_and_replays_only_live_records),
+        cmocka_unit_test(journal_dates_a_reused_segment_as_new),
         cmocka_unit_test(journal_gives_a_large_record_a_segment_of_its_own),
         cmocka_unit_test(spool_refuses_records_past_max_size_until_there_is_room),
     };
