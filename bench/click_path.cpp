@@ -73,8 +73,9 @@ int main(int argc, char** argv) {
     e.url = "/pricing?ref=bench_code_42";
     e.referer = "https://news.example.com/item?id=1";
     e.host = "www.example.com";
-    std::vector<char> wire(referral::Xadd("referral:events", e).size());
-    const std::string_view command(wire.data(), referral::Xadd("referral:events", e).encode(wire.data()));
+    const referral::Xadd click("referral:events", e);
+    std::vector<char> wire(click.size());
+    const std::string_view command(wire.data(), click.encode(wire.data()));
 
     char dir[] = "/tmp/referral-bench-click-XXXXXX";
     if (mkdtemp(dir) == nullptr) {

@@ -64,7 +64,7 @@ private:
     Piece pieces_[kMaxPieces];
     std::size_t count_ = 0;
     std::size_t size_ = 0;
-    char ts_[24];
+    char ts_[24];        // a signed decimal: 21 bytes at most
     char first_ts_[24];
 };
 

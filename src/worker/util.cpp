@@ -7,6 +7,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "core/decimal.h"
+
 namespace referral::worker {
 
 std::int64_t now_ms() noexcept {
@@ -48,18 +50,16 @@ std::string format_db_time(std::int64_t unix_ms) {
                               rem / 3600, rem / 60 % 60, rem % 60, ms);
         return std::string(buf, static_cast<std::size_t>(n));
     }
-    // Every event's time goes through here: digits by hand, not snprintf.
-    auto digits = [](char* p, unsigned v, int n) {
-        for (int i = n - 1; i >= 0; i--, v /= 10) p[i] = static_cast<char>('0' + v % 10);
-    };
+    // Every event's time goes through here: not snprintf. Each field is
+    // written to end where it ends in the template, whose zeros pad it.
     std::memcpy(buf, "0000-00-00 00:00:00.000000", 26);
-    digits(buf, static_cast<unsigned>(y), 4);
-    digits(buf + 5, mo, 2);
-    digits(buf + 8, d, 2);
-    digits(buf + 11, static_cast<unsigned>(rem / 3600), 2);
-    digits(buf + 14, static_cast<unsigned>(rem / 60 % 60), 2);
-    digits(buf + 17, static_cast<unsigned>(rem % 60), 2);
-    digits(buf + 20, static_cast<unsigned>(ms), 3);
+    decimal_before(static_cast<std::uint64_t>(y), buf + 4);
+    decimal_before(mo, buf + 7);
+    decimal_before(d, buf + 10);
+    decimal_before(static_cast<std::uint64_t>(rem / 3600), buf + 13);
+    decimal_before(static_cast<std::uint64_t>(rem / 60 % 60), buf + 16);
+    decimal_before(static_cast<std::uint64_t>(rem % 60), buf + 19);
+    decimal_before(static_cast<std::uint64_t>(ms), buf + 23);
     return std::string(buf, 26);
 }
 
