@@ -3,7 +3,6 @@ worker"): click dedup, self-referral by device, same-IP review, expired and
 revoked codes, retention, erasure and stream retention; against real Redis,
 SQLite and PostgreSQL."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import CTL, WORKER, RedisServer, ctl, event_fields, wait_until, xadd_args
+from harness import WORKER, RedisServer, ctl, event_fields, wait_until
 from test_worker import Env, counts
 
 HOUR = 3600 * 1000

@@ -329,7 +329,9 @@ clawback = "{clawback}"
 
 def test_hold_then_available_while_the_stream_is_idle(stack):
     s = stack
-    s.config(rules=HOLD_RULES.format(hold="3s", clawback="90d"), stripe=False)
+    # the hold counts from the event's time: long enough for the checks of
+    # the pending reward below to finish on a loaded machine
+    s.config(rules=HOLD_RULES.format(hold="10s", clawback="90d"), stripe=False)
     s.referral()
     w = s.start()
     s.wait_status("alice", "pending")
@@ -337,8 +339,8 @@ def test_hold_then_available_while_the_stream_is_idle(stack):
     assert r["status"] == "pending" and r["available_at"] is None and r["deliver"] == "app"
     rc, _, err = ctl(s.db.url, "redeem", str(r["id"]))
     assert rc == 1 and "pending until" in err   # only an available reward can be redeemed
-    s.wait_status("alice", "available", timeout=20)
-    s.wait_status("bob", "available", timeout=20)
+    s.wait_status("alice", "available", timeout=30)
+    s.wait_status("bob", "available", timeout=30)
     assert s.rewards()["alice"]["available_at"]
     wait_until(lambda: len([e for e in s.hooks.events if e["type"] == "reward.available"]) == 2)
     avail = [e for e in s.hooks.events if e["type"] == "reward.available"]

@@ -38,7 +38,7 @@ def test_failover_under_traffic_fails_nothing_and_loses_nothing(make_nginx, sent
     s = sentinels
     n = make_nginx(module_http(f"{sentinel_addrs(s)} sentinel={s.SERVICE} replicas=1",
                                http="    referral_spool {dir}/spool;"), workers=2)
-    traffic = ClickTraffic(n.port, "failover", pause=0.002, max_elapsed=1.0).start()
+    traffic = ClickTraffic(n.port, "failover", pause=0.002, max_elapsed=2.0).start()
     try:
         time.sleep(1.5)
         old = s.primary_port()

@@ -25,7 +25,7 @@ import types
 import pytest
 
 from harness import (BUILD_DIR, CTL, ECHO, KEY, MODULE, NGINX, WORKER, echoed, free_port,
-                     http_request, wait_events, wait_port, worker_pids)
+                     http_request, wait_events, wait_port, wait_until, worker_pids)
 
 DEB_DIR = os.path.join(BUILD_DIR, "deb")
 MODULE_PKG = "libnginx-mod-http-referral"
@@ -311,7 +311,10 @@ def test_click_through_the_stock_nginx_is_stored_by_the_installed_worker(install
         location / {{ referral on; {ECHO} }}
     }}"""
     with stock_nginx(tmp, http) as nginx:
-        for pid in worker_pids(types.SimpleNamespace(proc=nginx)):
+        # the port opens before the master has forked its workers
+        pids = wait_until(lambda: worker_pids(types.SimpleNamespace(proc=nginx)))
+        assert pids, "the packaged nginx started no worker"
+        for pid in pids:
             with open(f"/proc/{pid}/maps") as f:
                 assert SO in f.read(), "the worker has not loaded the packaged module"
         r = http_request(nginx.port, f"/?ref={code}")

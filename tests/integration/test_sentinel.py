@@ -5,7 +5,6 @@ drains, the worker follows the new primary and loses nothing."""
 
 import signal
 import subprocess
-import time
 import uuid
 
 import pytest

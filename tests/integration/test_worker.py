@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import (WORKER, MainDb, RedisServer, ctl, event_fields, xadd_args)
+from harness import (WORKER, MainDb, RedisServer, ctl, event_fields, wait_until, xadd_args)
 
 DAY_MS = 86400 * 1000
 
@@ -321,15 +321,17 @@ def test_every_event_sent_twice_changes_nothing(env, redis, tmp, request):
 
 def test_sigkill_mid_drain_then_another_worker_reclaims(env):
     code = env.code("alice")
-    n = 30000
+    # large enough that the kill, one psql poll (up to a few hundred ms on
+    # a loaded machine) after the first row, still finds the drain going
+    n = 100000
     batch = [event_fields("click", code=code) for _ in range(n)]
     conversions = [event_fields("conversion", code=code, action="signup", user=f"u{i}")
                    for i in range(50)]
     # conversions spread through the stream
-    for i in range(0, n, 1000):
-        env.send(*batch[i:i + 1000])
-        env.send(conversions[i // 1000])
-    env.send(*conversions[n // 1000:])
+    step = n // len(conversions)
+    for i in range(0, n, step):
+        env.send(*batch[i:i + step])
+        env.send(conversions[i // step])
     a = env.start("--batch", "100", "--consumer", "doomed")
     deadline = time.time() + 60
     while time.time() < deadline and env.responses() == 0:
@@ -383,7 +385,7 @@ def test_malformed_entries_go_to_the_dead_stream(env):
 
 def test_sigterm_finishes_and_exits_zero(env):
     code = env.code("alice")
-    n = 5000
+    n = 20000
     env.send(*[event_fields("click", code=code) for _ in range(n)])
     w = env.start("--batch", "10")
     deadline = time.time() + 30
@@ -575,14 +577,19 @@ def test_redis_password_is_never_logged(tmp):
         assert "s3cr3t-pw" not in p.stderr
         assert db.count("SELECT count(*) FROM referral_response") == 1
         # a wrong password: the worker waits and retries, never shows it
-        w = subprocess.Popen([WORKER, "--redis", f"redis://:wrong-pw@127.0.0.1:{r.port}",
-                              "--database", db.url], stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        log = os.path.join(tmp, "wrong-pw.log")
+        with open(log, "w") as f:
+            w = subprocess.Popen([WORKER, "--redis", f"redis://:wrong-pw@127.0.0.1:{r.port}",
+                                  "--database", db.url], stderr=f, text=True)
+
+        def err():
+            with open(log) as f:
+                return f.read()
+        assert wait_until(lambda: "retrying" in err(), timeout=15), err()
         assert w.poll() is None
         w.send_signal(signal.SIGTERM)
         assert w.wait(timeout=10) == 0
-        err = w.stderr.read()
-        assert "wrong-pw" not in err and "retrying" in err
+        assert "wrong-pw" not in err()
     finally:
         r.close()
 
@@ -643,7 +650,8 @@ def test_database_going_away_makes_the_worker_wait_not_exit(redis, tmp, pg):
         while time.time() < deadline and db.count("SELECT count(*) FROM referral_response") < 2:
             time.sleep(0.1)
         assert db.count("SELECT count(*) FROM referral_response") == 2
-        assert c.cmd("XPENDING", stream, "referral-workers")[0] == 0
+        # acknowledged after the commit that stored it
+        assert wait_until(lambda: c.cmd("XPENDING", stream, "referral-workers")[0] == 0)
     finally:
         w.send_signal(signal.SIGTERM)
         w.wait(timeout=15)
@@ -720,7 +728,7 @@ def test_a_stop_under_load_leaves_nothing_pending(env):
     read out still applies what it delivered: nothing stays pending under
     the consumer's name, and every event is applied exactly once."""
     code = env.code("alice")
-    total = 3000
+    total = 10000
     for _ in range(total // 500):
         env.send(*[event_fields("click", code=code) for _ in range(500)])
     # the reader runs ahead of the database: it waits to hand over a batch
