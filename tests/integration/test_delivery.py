@@ -67,7 +67,10 @@ class Stack:
         os.chmod(path, 0o600)
         return path
 
-    def config(self, rules="", stripe=True, webhook=True, max_attempts=20, timeout="2s", extra="",
+    # The worker's HTTP timeout: long enough that a fake slowed by a loaded
+    # machine is not retried (tests count requests); the "slow" fault test
+    # sets a short one to go past it.
+    def config(self, rules="", stripe=True, webhook=True, max_attempts=20, timeout="10s", extra="",
                api_version=None):
         text = extra + "\n"
         if stripe:
@@ -204,7 +207,7 @@ def test_credit_exactly_once_through_a_fault(sqlite_stack, fault, opts):
     s = sqlite_stack
     s.stripe.add_customer("cus_alice")
     s.stripe.add_customer("cus_bob")
-    s.config(webhook=False)
+    s.config(webhook=False, timeout="2s")
     s.stripe.fail_next(2, fault, path="/v1/customers/", **opts)
     s.referral()
     w = s.start()

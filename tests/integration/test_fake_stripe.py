@@ -188,7 +188,7 @@ def test_same_key_other_parameters_is_an_idempotency_error(stripe):
 
 def test_concurrent_use_of_a_key_is_409(stripe):
     cus = stripe.add_customer()
-    stripe.fail_next(1, "slow", seconds=1.0)
+    stripe.fail_next(1, "slow", seconds=3.0)  # the second request must come within it
     first = {}
     t = threading.Thread(target=lambda: first.setdefault("r", credit(stripe, cus, -1000, key="k")))
     t.start()
