@@ -30,6 +30,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+_dead_sockets = []
+
+
+def dead_port():
+    """A port where nothing listens, for as long as the tests run: it stays
+    bound, so a connection to it is refused and the kernel never gives it
+    to a client as its own source port (a free port in the ephemeral range
+    could be, and a connection to itself would then succeed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _dead_sockets.append(s)
+    return s.getsockname()[1]
+
+
 def wait_port(port, timeout=10.0, host="127.0.0.1"):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import (ClickTraffic, Nginx, RedisClient, SentinelSet, echoed, free_port, http_request,
+from harness import (ClickTraffic, Nginx, RedisClient, SentinelSet, echoed, dead_port, http_request,
                      module_http, referral_status, wait_until)
 
 
@@ -30,7 +30,7 @@ def stream_visitors(port):
 
 def sentinel_addrs(s, dead_first=True):
     # A Sentinel that is down comes first: the next one is asked.
-    addrs = [f"127.0.0.1:{free_port()}"] if dead_first else []
+    addrs = [f"127.0.0.1:{dead_port()}"] if dead_first else []
     return " ".join(addrs + [f"127.0.0.1:{p}" for p, _, _ in s.sentinels])
 
 

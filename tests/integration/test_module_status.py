@@ -91,8 +91,8 @@ def spread_over_workers(n, count, prefix):
 
 
 def unreachable_redis():
-    from harness import free_port
-    return f"127.0.0.1:{free_port()}"
+    from harness import dead_port
+    return f"127.0.0.1:{dead_port()}"
 
 
 def forget_kill_alerts(n):
