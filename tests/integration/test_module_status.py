@@ -130,8 +130,10 @@ def test_a_killed_worker_leaves_counters_and_takes_its_gauges(edge):
     n = edge_reuseport(edge, workers=2, redis_addr=unreachable_redis())
     pids = spread_over_workers(n, 40, "kill")
     assert len(pids) == 2, pids
-    st = wait_until(lambda: (lambda s: s if s["buffered"] == 40 else None)(referral_status(n.port)))
-    assert st and st["clicks"] == 40 and st["redis"] == "disconnected", referral_status(n.port)
+    # a reconnect attempt reads "connecting" for its moment: waited past
+    st = wait_until(lambda: (lambda s: s if s["buffered"] == 40 and s["redis"] == "disconnected"
+                             else None)(referral_status(n.port)))
+    assert st and st["clicks"] == 40, referral_status(n.port)
     victim = int(sorted(pids)[0])
     # what the victim holds: its share is what the other worker does not
     os.kill(victim, signal.SIGKILL)
@@ -256,7 +258,12 @@ def test_prometheus_reports_redis_down(edge):
     n = edge(redis_addr=unreachable_redis())
     http_request(n.port, "/?ref=down_1")
     assert wait_until(lambda: referral_status(n.port)["redis"] == "disconnected")
-    m = parse_prometheus(http_request(n.port, "/status?format=prometheus").body)
+
+    def metrics():
+        m = parse_prometheus(http_request(n.port, "/status?format=prometheus").body)
+        return m if m["nginx_referral_redis_workers"][1].get('state="disconnected"') == 1 else None
+    m = wait_until(metrics)
+    assert m, http_request(n.port, "/status?format=prometheus").body
     assert m["nginx_referral_redis_up"][1][""] == 0
     assert m["nginx_referral_redis_workers"][1]['state="disconnected"'] == 1
     assert m["nginx_referral_buffered"][1][""] == 1
