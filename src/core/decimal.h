@@ -8,6 +8,7 @@
 namespace referral {
 
 constexpr std::size_t kMaxDecimalLen = 20;  // UINT64_MAX
+constexpr std::size_t kMaxSignedDecimalLen = kMaxDecimalLen + 1;  // and a '-'
 
 // Writes `u` so that it ends just before `end`, two digits per step (one
 // division per pair), and returns where it starts.

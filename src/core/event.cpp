@@ -11,12 +11,11 @@ std::string_view cut(std::string_view s, std::size_t max) noexcept {
     return s.size() > max ? s.substr(0, max) : s;
 }
 
-// Signed: `buf` holds the digits and a '-'.
-constexpr std::size_t kSignedDecimalLen = kMaxDecimalLen + 1;
+// Signed: `buf` holds kMaxSignedDecimalLen bytes.
 std::string_view decimal(std::int64_t v, char* buf) noexcept {
     const bool neg = v < 0;
     const std::uint64_t u = neg ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
-    char* end = buf + kSignedDecimalLen;
+    char* end = buf + kMaxSignedDecimalLen;
     char* p = decimal_before(u, end);
     if (neg) *--p = '-';
     return std::string_view(p, static_cast<std::size_t>(end - p));

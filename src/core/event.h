@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "core/conversion.h"
+#include "core/decimal.h"
 
 namespace referral {
 
@@ -64,8 +65,8 @@ private:
     Piece pieces_[kMaxPieces];
     std::size_t count_ = 0;
     std::size_t size_ = 0;
-    char ts_[24];        // a signed decimal: 21 bytes at most
-    char first_ts_[24];
+    char ts_[kMaxSignedDecimalLen];
+    char first_ts_[kMaxSignedDecimalLen];
 };
 
 }  // namespace referral
