@@ -423,6 +423,11 @@ http {{
         line written between a read and a rewrite would be lost."""
         self.expected_bad.append(parts)
 
+    def expect_killed_worker(self, pid=None):
+        """The master reports a worker the test SIGKILLed (`pid`, or any)
+        at [alert]."""
+        self.expect_bad_line("[alert]", f"process {pid} exited on signal 9" if pid else "exited on signal 9")
+
     def assert_clean_log(self):
         def expected(line):
             return any(all(p in line for p in parts) for parts in self.expected_bad)

@@ -66,11 +66,6 @@ def check_stream(redis, visitors, at_least):
     return by_id
 
 
-def forget_kill_alert(n, pid):
-    """The master reports the SIGKILLed worker at [alert]: the test's doing."""
-    n.expect_bad_line("[alert]", f"{pid} exited on signal 9")
-
-
 def kill_under_load(n, redis, redis_down):
     if redis_down:
         redis.stop()
@@ -94,7 +89,7 @@ def kill_under_load(n, redis, redis_down):
     assert wait_until(lambda: len(worker_pids(n)) == 2 and victim not in worker_pids(n),
                       timeout=10), n.log()[-2000:]
     assert f"worker process {victim} exited on signal 9" in n.log()
-    forget_kill_alert(n, victim)
+    n.expect_killed_worker(victim)
     out, _ = load.communicate(timeout=WRK_SECONDS + 30)
     clicks.stop()
     answered = wrk_2xx(out) + len(clicks.visitors)

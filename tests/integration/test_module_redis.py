@@ -448,7 +448,7 @@ def test_spool_of_a_crashed_worker_is_replayed(edge, redis):
     redis.start()
     assert_all_delivered(redis, visitors)
     # the master reports the crash at [alert]; it is this test's doing
-    n.expect_bad_line("[alert]", "exited on signal 9")
+    n.expect_killed_worker()
 
 
 def test_xadd_refused_by_redis_is_retried_not_lost(edge, redis, rc):
